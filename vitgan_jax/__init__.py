@@ -1,0 +1,1 @@
+"""vitgan_jax: ViTGAN and related transformer GANs in JAX/Flax."""
