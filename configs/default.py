@@ -1,0 +1,117 @@
+"""Base config: ViTGAN at 32x32 with the paper's hyperparameters.
+
+Every experiment config starts from `get_config()` here and overrides what differs.
+Sources are tagged as in ../shared/PAPER.md: [T] paper v1 text (Sec. 4 implementation
+details, appendix), [code] the authors' PyTorch reproduction (github.com/mlpc-ucsd/ViTGAN),
+[StyleGAN2-ADA] for training defaults the paper says it follows.
+"""
+
+import ml_collections
+
+
+def get_generator_config():
+  """ViTGAN generator (variant C: SLN + implicit neural output)."""
+  g = ml_collections.ConfigDict()
+  g.name = 'vitgan'
+  g.variant = 'C'             # 'A': w added to pos. emb., 'B': w as a token, 'C': SLN [T]
+  g.output = 'implicit'       # 'implicit' (Fourier features + modulated MLP) | 'linear'
+  g.patch_size = 4            # 4x4 at 32^2, L=64 tokens [T]
+  g.depth = 4                 # 4 blocks at 32^2 [T]
+  g.width = 384               # hidden D = 384 (ViT-Small style) [T]
+  g.mlp_dim = 1536            # MLP hidden 1536 [T]
+  g.num_heads = 6             # 6 heads [T]
+  g.latent_dim = 384          # z and w dims: 384 [code]; not in the paper text
+  g.mapping_layers = 8        # PixelNorm + 8 equalized-LR layers [code]
+  g.mapping_lr_mul = 0.01     # [code] (StyleGAN mapping net)
+  g.attention = 'dot'         # G uses standard self-attention [T]
+  g.spectral_norm = 'none'    # ISN is a discriminator technique [T]
+  g.fourier_dim = 384         # width of the Fourier pixel-coordinate features E_fou (not in paper)
+  g.fourier_init_scale = 3.0  # E_fou = sin(Wc), W ~ U(+-3/sqrt(2)) as [code]'s LFF init
+  g.inr_hidden = 384          # hidden width of the 2-layer INR MLP f_theta (not in paper; [code] 512)
+  g.sln_eps = 1e-3            # LayerNorm eps in SLN [code]
+  g.output_activation = 'tanh'  # squash to [-1, 1]; the paper does not say ([code]: none)
+  return g
+
+
+def get_discriminator_config():
+  """ViTGAN discriminator: overlapping patches, L2 attention, ISN."""
+  d = ml_collections.ConfigDict()
+  d.name = 'vitgan'
+  d.patch_size = 4            # 4x4 at 32^2 [T]
+  d.overlap = 2               # o = P/2 [T appendix]; 0 turns overlapping off
+  d.depth = 4                 # 4 blocks at 32^2 [T]
+  d.width = 384               # [T]
+  d.mlp_dim = 1536            # [T]
+  d.num_heads = 6             # [T]
+  d.attention = 'l2'          # 'l2' (tied W_q = W_k, [T]) | 'dot' (baseline)
+  d.spectral_norm = 'isn'     # 'isn' [T] | 'sn' | 'none'
+  d.power_iterations = 1      # per training step [code]
+  d.qk_init_scale = 0.1       # small tied q/k init so L2 attention starts near uniform (PAPER.md Sec. 6)
+  return d
+
+
+def get_config():
+  config = ml_collections.ConfigDict()
+
+  config.model = ml_collections.ConfigDict()
+  config.model.image_size = 32
+  config.model.channels = 3
+  config.model.generator = get_generator_config()
+  config.model.discriminator = get_discriminator_config()
+
+  config.data = ml_collections.ConfigDict()
+  config.data.source = 'tfds'   # 'tfds' | 'folder' | 'npz' | 'arrays'
+  config.data.name = 'cifar10'  # TFDS name
+  config.data.split = 'train'
+  config.data.data_dir = ''     # TFDS data_dir (may be gs://); '' = TFDS default
+  config.data.path = ''         # folder or .npz path
+  config.data.flip = True       # random horizontal flip
+  config.data.shuffle_buffer = 50_000
+  config.data.resize_mode = 'center_crop'  # how non-square / wrong-size images are fitted
+
+  config.training = ml_collections.ConfigDict()
+  config.training.batch_size = 128   # [T]
+  config.training.num_steps = 500_000
+  config.training.n_critic = 1       # D updates per G update [code]
+  config.training.seed = 0
+  config.training.dtype = 'float32'  # compute dtype: 'float32' | 'bfloat16'
+  config.training.ema_kimg = 10.0    # EMA half-life in thousands of images [StyleGAN2-ADA]
+  config.training.ema_rampup = 0.05  # EMA half-life ramp-up, fraction of images seen [StyleGAN2-ADA]
+  config.training.nan_guard = True   # stop on a non-finite loss or gradient
+
+  config.optimizer = ml_collections.ConfigDict()
+  # Adam lr 0.002, beta1 0, beta2 0.99, following StyleGAN2-ADA [T]
+  config.optimizer.g = ml_collections.ConfigDict(dict(lr=0.002, b1=0.0, b2=0.99, eps=1e-8))
+  config.optimizer.d = ml_collections.ConfigDict(dict(lr=0.002, b1=0.0, b2=0.99, eps=1e-8))
+
+  config.loss = ml_collections.ConfigDict()
+  config.loss.kind = 'nonsaturating'  # non-saturating logistic loss [T]
+  config.loss.bcr_real = 10.0         # bCR lambda_real = 10 [T]
+  config.loss.bcr_fake = 10.0         # bCR lambda_fake = 10 [T]
+  config.loss.r1_gamma = 0.0          # R1 off for ViTGAN: it hurt ViT-D training [T]
+  config.loss.r1_every = 1            # lazy R1 interval (weight scaled by the interval)
+  config.loss.lecam = 0.0             # LeCam helps but was left out of the paper's runs [T]
+  config.loss.lecam_decay = 0.99      # EMA decay of LeCam's anchors
+
+  config.augment = ml_collections.ConfigDict()
+  config.augment.policy = 'translation,color,cutout,scale'  # DiffAugment [T]
+  config.augment.p = 0.8                                    # [T]
+  config.augment.bcr_policy = 'translation,cutout'           # T(.) of bCR (Zhao et al.)
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.every_steps = 0          # FID during training; 0 = off
+  config.eval.num_samples = 50_000     # FID-50k
+  config.eval.batch_size = 500
+  config.eval.inception_weights = ''   # '' = look in $VITGAN_CACHE / ~/.cache/vitgan_jax
+  config.eval.reference_stats = ''     # .npz with mu/sigma; '' = compute from config.data
+
+  config.checkpoint = ml_collections.ConfigDict()
+  config.checkpoint.every_steps = 5000
+  config.checkpoint.keep = 3
+
+  config.logging = ml_collections.ConfigDict()
+  config.logging.every_steps = 100
+  config.logging.sample_every_steps = 5000
+  config.logging.sample_grid = 8       # 8x8 grid of EMA samples from a fixed z
+
+  return config
