@@ -1,0 +1,378 @@
+"""FID, Inception Score and KID on FID-Inception features.
+
+Math in numpy float64 (activation statistics, Frechet distance by sqrtm or by
+eigendecomposition, IS over 10 splits, KID with the cubic polynomial kernel on
+subsets of 1000 as in clean-fid / torch-fidelity); features from a jitted
+Inception sharded over all devices; reference statistics cached as .npz.
+TensorFlow is never imported: folders are read with PIL.
+"""
+
+import dataclasses
+import os
+import re
+
+import jax
+import numpy as np
+import scipy.linalg
+import scipy.special
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from PIL import Image
+
+from vitgan_jax.evaluation import inception
+from vitgan_jax.evaluation import weights
+
+DEFAULT_BATCH_SIZE = 200
+IS_SPLITS = 10
+KID_SUBSETS = 100
+KID_SUBSET_SIZE = 1000
+KID_REFERENCE_SIZE = 10_000  # features kept in cached stats for KID
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff')
+
+
+# ----------------------------------------------------------------------------
+# Statistics and metric formulas (numpy).
+
+
+@dataclasses.dataclass(frozen=True)
+class Stats:
+  """Activation statistics of one image set (mu, sigma in float64).
+
+  `features` optionally keeps (a random subset of) the pool features for KID.
+  """
+  mu: np.ndarray
+  sigma: np.ndarray
+  num: int
+  features: np.ndarray | None = None
+
+  def save(self, path):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    arrays = dict(mu=self.mu, sigma=self.sigma, num=np.int64(self.num))
+    if self.features is not None:
+      arrays['features'] = self.features
+    tmp = path + '.tmp.npz'
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+  @classmethod
+  def load(cls, path):
+    with np.load(path) as data:
+      features = data['features'] if 'features' in data.files else None
+      num = int(data['num']) if 'num' in data.files else -1
+      return cls(mu=data['mu'], sigma=data['sigma'], num=num,
+                 features=features)
+
+
+def activation_stats(features, kid_features=KID_REFERENCE_SIZE, seed=0):
+  """Mean and (ddof=1) covariance in float64; keeps <= kid_features rows."""
+  features = np.asarray(features)
+  as64 = features.astype(np.float64)
+  kept = None
+  if kid_features:
+    kept = features.astype(np.float32)
+    if len(kept) > kid_features:
+      rows = np.random.default_rng(seed).choice(len(kept), kid_features,
+                                                replace=False)
+      kept = kept[np.sort(rows)]
+  return Stats(mu=as64.mean(axis=0), sigma=np.cov(as64, rowvar=False),
+               num=len(features), features=kept)
+
+
+def _trace_sqrt_product_sqrtm(sigma1, sigma2, eps=1e-6):
+  """tr(sqrtm(sigma1 @ sigma2)) as in pytorch-fid / TTUR."""
+  covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
+  if not np.isfinite(covmean).all():  # near-singular product: regularize
+    offset = np.eye(len(sigma1)) * eps
+    covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+  return float(np.trace(covmean).real)
+
+
+def _trace_sqrt_product_eig(sigma1, sigma2):
+  """tr(sqrt(sigma1 sigma2)) = sum sqrt(eig(s1^1/2 sigma2 s1^1/2)), all PSD."""
+  w, v = np.linalg.eigh(sigma1)
+  root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+  inner = np.linalg.eigvalsh(root1 @ sigma2 @ root1)
+  return float(np.sqrt(np.clip(inner, 0, None)).sum())
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2, method='sqrtm'):
+  """||mu1-mu2||^2 + tr(s1 + s2 - 2 (s1 s2)^1/2); method 'sqrtm' or 'eig'."""
+  mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
+  sigma1 = np.asarray(sigma1, np.float64)
+  sigma2 = np.asarray(sigma2, np.float64)
+  if method == 'sqrtm':
+    tr_covmean = _trace_sqrt_product_sqrtm(sigma1, sigma2)
+  elif method == 'eig':
+    tr_covmean = _trace_sqrt_product_eig(sigma1, sigma2)
+  else:
+    raise ValueError(f'Unknown FID method {method!r}')
+  diff = mu1 - mu2
+  return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2)
+               - 2.0 * tr_covmean)
+
+
+def fid_from_stats(stats1, stats2, method='sqrtm'):
+  return frechet_distance(stats1.mu, stats1.sigma, stats2.mu, stats2.sigma,
+                          method)
+
+
+def inception_score(logits, num_splits=IS_SPLITS):
+  """(mean, std) of exp(E KL(p(y|x) || p(y))) over consecutive splits.
+
+  Pass the classifier's 'logits_unbiased' to match the original TF IS code.
+  """
+  logits = np.asarray(logits, np.float64)
+  log_p = scipy.special.log_softmax(logits, axis=1)
+  n = len(logits)
+  scores = []
+  for i in range(num_splits):
+    part = log_p[i * n // num_splits:(i + 1) * n // num_splits]
+    p = np.exp(part)
+    log_marginal = np.log(p.mean(axis=0, keepdims=True))
+    kl = (p * (part - log_marginal)).sum(axis=1)
+    scores.append(np.exp(kl.mean()))
+  return float(np.mean(scores)), float(np.std(scores))
+
+
+def _mmd2_unbiased(x, y):
+  """Unbiased MMD^2 with k(a, b) = (a.b / d + 1)^3 (float32 dots, f64 sums)."""
+  m, d = x.shape
+  kernel = lambda a, b: (np.float64(1.0) + (a @ b.T) / d) ** 3
+  kxx, kyy, kxy = kernel(x, x), kernel(y, y), kernel(x, y)
+  off_diagonal = (kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy))
+  return off_diagonal / (m * (m - 1)) - 2.0 * kxy.sum() / (m * m)
+
+
+def kernel_inception_distance(features1, features2, num_subsets=KID_SUBSETS,
+                              subset_size=KID_SUBSET_SIZE, seed=0):
+  """(mean, std) of unbiased MMD^2 over random subsets (clean-fid's KID)."""
+  f1 = np.asarray(features1, np.float32)
+  f2 = np.asarray(features2, np.float32)
+  m = min(len(f1), len(f2), subset_size)
+  rng = np.random.default_rng(seed)
+  values = []
+  for _ in range(num_subsets):
+    x = f1[rng.choice(len(f1), m, replace=False)]
+    y = f2[rng.choice(len(f2), m, replace=False)]
+    values.append(_mmd2_unbiased(x, y))
+  return float(np.mean(values)), float(np.std(values))
+
+
+# ----------------------------------------------------------------------------
+# Feature extraction.
+
+
+def data_mesh(devices=None):
+  """1-D mesh with a 'data' axis over all (or the given) devices."""
+  return Mesh(np.asarray(devices or jax.devices()), ('data',))
+
+
+class FeatureExtractor:
+  """Runs the FID Inception on batches sharded over a mesh's 'data' axis.
+
+  Call it on a uint8-range NHWC array, a folder, or an iterable of batches
+  (sizes may differ between batches); returns numpy arrays: 'pool' (N, 2048)
+  and, when the weights have a classifier, 'logits' / 'logits_unbiased'.
+  `model` replaces the InceptionV3 (any module returning such a dict).
+  """
+
+  def __init__(self, params, batch_size=DEFAULT_BATCH_SIZE, mesh=None,
+               precision=inception.HIGHEST, model=None):
+    self.mesh = mesh or data_mesh()
+    shards = self.mesh.shape['data']
+    self.batch_size = -(-batch_size // shards) * shards  # multiple of shards
+    if model is None:
+      model = inception.InceptionV3(
+          with_logits=inception.has_classifier(params), precision=precision)
+    replicated = NamedSharding(self.mesh, P())
+    self._data_sharding = NamedSharding(self.mesh, P('data'))
+    self._params = jax.device_put(params, replicated)
+    self._apply = jax.jit(
+        lambda p, x: model.apply({'params': p}, x),
+        in_shardings=(replicated, self._data_sharding),
+        out_shardings=replicated)
+
+  def _run_batch(self, images):
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+      images = images.astype(np.float32)
+    n = len(images)
+    pad = self.batch_size - n
+    if pad:
+      images = np.concatenate(
+          [images, np.zeros((pad, *images.shape[1:]), images.dtype)])
+    x = jax.device_put(images, self._data_sharding)
+    out = self._apply(self._params, x)
+    return {k: np.asarray(v)[:n] for k, v in out.items()}
+
+  def __call__(self, images):
+    outputs = []
+    for batch in _batches(images, self.batch_size):
+      outputs.append(self._run_batch(batch))
+    if not outputs:
+      raise ValueError('No images to extract features from')
+    return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
+
+
+def make_feature_extractor(params=None, batch_size=DEFAULT_BATCH_SIZE,
+                           mesh=None, weights_path=None):
+  """FeatureExtractor with `params`, else weights from load_inception_params."""
+  if params is None:
+    params = weights.load_inception_params(weights_path)
+  return FeatureExtractor(params, batch_size=batch_size, mesh=mesh)
+
+
+def _batches(images, batch_size):
+  """Yields chunks of at most batch_size from an array or iterable of arrays."""
+  for block in image_batches(images, batch_size):
+    block = np.asarray(block)
+    if block.ndim != 4:
+      raise ValueError(f'Expected NHWC images, got shape {block.shape}')
+    for start in range(0, len(block), batch_size):
+      yield block[start:start + batch_size]
+
+
+def _take(batches, limit):
+  """Stops an iterable of batches after `limit` images in total."""
+  seen = 0
+  for batch in batches:
+    if limit is not None and seen + len(batch) >= limit:
+      yield batch[:limit - seen]
+      return
+    seen += len(batch)
+    yield batch
+
+
+# ----------------------------------------------------------------------------
+# Image sources: arrays or folders.
+
+
+def list_image_files(folder):
+  """Image files under `folder` (recursive), sorted for reproducibility."""
+  found = []
+  for root, _, files in os.walk(folder):
+    found += [os.path.join(root, f) for f in files
+              if f.lower().endswith(IMAGE_EXTENSIONS)]
+  if not found:
+    raise FileNotFoundError(f'No images ({", ".join(IMAGE_EXTENSIONS)}) '
+                            f'under {folder}')
+  return sorted(found)
+
+
+def iterate_folder(folder, batch_size=DEFAULT_BATCH_SIZE):
+  """Yields uint8 NHWC RGB batches; a batch ends early when the size changes."""
+  batch = []
+  for path in list_image_files(folder):
+    with Image.open(path) as im:
+      image = np.asarray(im.convert('RGB'), np.uint8)
+    if batch and (len(batch) == batch_size or image.shape != batch[0].shape):
+      yield np.stack(batch)
+      batch = []
+    batch.append(image)
+  if batch:
+    yield np.stack(batch)
+
+
+def image_batches(source, batch_size=DEFAULT_BATCH_SIZE):
+  """An iterable of NHWC batches from an array, a folder or such an iterable."""
+  if isinstance(source, (str, os.PathLike)):
+    return iterate_folder(os.fspath(source), batch_size)
+  if isinstance(source, (np.ndarray, jax.Array)):
+    return [source]
+  return source
+
+
+def compute_stats(source, extractor, num_samples=None,
+                  kid_features=KID_REFERENCE_SIZE):
+  """Stats of images (array, iterable of batches or folder path)."""
+  batches = _take(image_batches(source, extractor.batch_size), num_samples)
+  features = extractor(batches)['pool']
+  return activation_stats(features, kid_features=kid_features)
+
+
+def _as_stats(source, extractor):
+  if isinstance(source, Stats):
+    return source
+  if isinstance(source, (str, os.PathLike)) and os.fspath(source).endswith(
+      '.npz') and os.path.isfile(source):
+    return Stats.load(os.fspath(source))
+  return compute_stats(source, extractor)
+
+
+def compute_fid(a, b, extractor=None, method='sqrtm'):
+  """FID between two image sets, like clean-fid's compute_fid.
+
+  Each set is a uint8 NHWC array, an iterable of batches, a folder of images,
+  a Stats or a saved stats .npz. Without `extractor`, weights come from
+  load_inception_params().
+  """
+  extractor = extractor or make_feature_extractor()
+  return fid_from_stats(_as_stats(a, extractor), _as_stats(b, extractor),
+                        method)
+
+
+# ----------------------------------------------------------------------------
+# Reference statistics and generator evaluation.
+
+
+def reference_stats_path(dataset, split, resolution, num_samples,
+                         cache_dir=None):
+  """Cache file for (dataset, split, resolution, sample count)."""
+  key = f'{dataset}-{split}-{resolution}px-{num_samples or "all"}'
+  key = re.sub(r'[^A-Za-z0-9._-]+', '_', key).strip('_')
+  return os.path.join(cache_dir or weights.cache_dir(), 'fid_stats',
+                      key + '.npz')
+
+
+def reference_stats(images_fn, dataset, split, resolution, num_samples,
+                    extractor, cache_dir=None):
+  """Reference Stats of a dataset, computed once and cached as .npz.
+
+  `images_fn()` returns the real images (array, iterable of uint8 NHWC batches
+  or folder path) and is called only on a cache miss; the first `num_samples`
+  images are used (None: all).
+  """
+  path = reference_stats_path(dataset, split, resolution, num_samples,
+                              cache_dir)
+  if os.path.exists(path):
+    return Stats.load(path)
+  stats = compute_stats(images_fn(), extractor, num_samples)
+  stats.save(path)
+  return stats
+
+
+def generated_features(sample_fn, num_samples, rng, extractor,
+                       batch_size=None):
+  """Features of num_samples images from sample_fn(rng, n) -> uint8 NHWC.
+
+  sample_fn is always called with the same n (no recompiles); the surplus of
+  the last batch is dropped.
+  """
+  batch_size = batch_size or extractor.batch_size
+
+  def batches():
+    key = rng
+    for _ in range(-(-num_samples // batch_size)):
+      key, sub = jax.random.split(key)
+      yield np.asarray(sample_fn(sub, batch_size))
+
+  return extractor(_take(batches(), num_samples))
+
+
+def evaluate_generator(sample_fn, num_samples, rng, reference, extractor,
+                       batch_size=None, method='sqrtm'):
+  """FID, IS and KID of a generator against reference Stats (or .npz path).
+
+  Returns {'fid', 'kid', 'kid_std', 'is', 'is_std'}; IS needs weights with the
+  classifier and KID reference features, else those keys are left out.
+  """
+  if not isinstance(reference, Stats):
+    reference = Stats.load(os.fspath(reference))
+  out = generated_features(sample_fn, num_samples, rng, extractor, batch_size)
+  stats = activation_stats(out['pool'], kid_features=None)
+  results = {'fid': fid_from_stats(stats, reference, method)}
+  if reference.features is not None:
+    results['kid'], results['kid_std'] = kernel_inception_distance(
+        out['pool'], reference.features)
+  if 'logits_unbiased' in out:
+    results['is'], results['is_std'] = inception_score(out['logits_unbiased'])
+  return results
