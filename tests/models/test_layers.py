@@ -30,9 +30,9 @@ def test_spectral_norm_matches_svd(mode):
       'spectral': jax.tree.map(lambda x: x, variables['spectral']),
   }
   variables['spectral']['sn']['u'] = jnp.asarray(np.random.RandomState(2).normal(size=fan_out))
+  step = jax.jit(lambda v: module.apply(v, jnp.eye(fan_in), True, mutable=['spectral'])[1])
   for _ in range(100):
-    _, updates = module.apply(variables, jnp.eye(fan_in), True, mutable=['spectral'])
-    variables = {'params': variables['params'], 'spectral': updates['spectral']}
+    variables = {'params': variables['params'], 'spectral': step(variables)['spectral']}
   normalized, _ = _effective_kernel(variables, module, fan_in)
   top = np.linalg.svd(normalized, compute_uv=False)[0]
   expected = sigma_init if mode == 'isn' else 1.0
@@ -42,6 +42,13 @@ def test_spectral_norm_matches_svd(mode):
                              compute_uv=False)[0], rtol=1e-4, atol=1e-6)
   if mode == 'isn':
     np.testing.assert_allclose(variables['spectral']['sn']['sigma_init'], sigma_init, rtol=1e-5)
+
+
+def test_init_sigma_matches_svd_at_model_scale():
+  w = np.random.RandomState(0).normal(size=(384, 96)).astype(np.float32)
+  u, sigma = jax.jit(lambda w: layers.power_iteration(
+      w, layers._l2_normalize(jnp.ones(96)), 200))(jnp.asarray(w))
+  np.testing.assert_allclose(sigma, np.linalg.svd(w, compute_uv=False)[0], rtol=1e-3)
 
 
 def test_spectral_norm_state_advances_only_in_training():
