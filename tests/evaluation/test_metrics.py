@@ -235,6 +235,19 @@ def test_compute_fid_reads_folders_like_arrays(tmp_path):
       0, abs=1e-6)
 
 
+def test_compute_fid_on_stats_needs_no_weights(tmp_path, monkeypatch):
+  def no_weights(*args, **kwargs):
+    raise AssertionError('weights loaded although only stats were given')
+
+  monkeypatch.setattr(metrics, 'make_feature_extractor', no_weights)
+  rng = np.random.default_rng(8)
+  s1 = metrics.activation_stats(rng.normal(size=(50, 4)))
+  s2 = metrics.activation_stats(rng.normal(size=(60, 4)))
+  s2.save(str(tmp_path / 's2.npz'))
+  assert metrics.compute_fid(s1, str(tmp_path / 's2.npz')) == pytest.approx(
+      metrics.frechet_distance(s1.mu, s1.sigma, s2.mu, s2.sigma))
+
+
 def test_reference_stats_computed_once_then_cached(tmp_path):
   calls = []
 

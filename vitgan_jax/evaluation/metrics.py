@@ -191,7 +191,8 @@ class FeatureExtractor:
         in_shardings=(replicated, self._data_sharding),
         out_shardings=replicated)
 
-  def _run_batch(self, images):
+  def _dispatch(self, images):
+    """Pads to a full batch and starts the (asynchronous) device computation."""
     images = np.asarray(images)
     if images.dtype != np.uint8:
       images = images.astype(np.float32)
@@ -201,16 +202,23 @@ class FeatureExtractor:
       images = np.concatenate(
           [images, np.zeros((pad, *images.shape[1:]), images.dtype)])
     x = jax.device_put(images, self._data_sharding)
-    out = self._apply(self._params, x)
-    return {k: np.asarray(v)[:n] for k, v in out.items()}
+    return self._apply(self._params, x), n
 
   def __call__(self, images):
-    outputs = []
+    outputs, pending = [], None
     for batch in _batches(images, self.batch_size):
-      outputs.append(self._run_batch(batch))
-    if not outputs:
+      running = self._dispatch(batch)
+      if pending:  # fetch the previous batch while this one runs
+        outputs.append(_fetch(*pending))
+      pending = running
+    if not pending:
       raise ValueError('No images to extract features from')
+    outputs.append(_fetch(*pending))
     return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
+
+
+def _fetch(device_outputs, n):
+  return {k: np.asarray(v)[:n] for k, v in device_outputs.items()}
 
 
 def make_feature_extractor(params=None, batch_size=DEFAULT_BATCH_SIZE,
@@ -289,13 +297,13 @@ def compute_stats(source, extractor, num_samples=None,
   return activation_stats(features, kid_features=kid_features)
 
 
-def _as_stats(source, extractor):
+def _as_stats(source, get_extractor):
   if isinstance(source, Stats):
     return source
   if isinstance(source, (str, os.PathLike)) and os.fspath(source).endswith(
       '.npz') and os.path.isfile(source):
     return Stats.load(os.fspath(source))
-  return compute_stats(source, extractor)
+  return compute_stats(source, get_extractor())
 
 
 def compute_fid(a, b, extractor=None, method='sqrtm'):
@@ -305,9 +313,15 @@ def compute_fid(a, b, extractor=None, method='sqrtm'):
   a Stats or a saved stats .npz. Without `extractor`, weights come from
   load_inception_params().
   """
-  extractor = extractor or make_feature_extractor()
-  return fid_from_stats(_as_stats(a, extractor), _as_stats(b, extractor),
-                        method)
+  made = []
+
+  def get_extractor():  # weights are loaded only if images need features
+    if not made:
+      made.append(extractor or make_feature_extractor())
+    return made[0]
+
+  return fid_from_stats(_as_stats(a, get_extractor),
+                        _as_stats(b, get_extractor), method)
 
 
 # ----------------------------------------------------------------------------
