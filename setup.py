@@ -1,0 +1,34 @@
+"""vitgan_jax: ViTGAN and other transformer GANs in JAX/Flax."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name='vitgan_jax',
+    version='0.1.0',
+    description='Train and evaluate ViTGAN (Lee et al., ICLR 2022) and other transformer GANs '
+                'in JAX/Flax on TPU, GPU and CPU.',
+    packages=find_packages(include=['vitgan_jax', 'vitgan_jax.*', 'configs', 'configs.*']),
+    python_requires='>=3.10',
+    install_requires=[
+        'jax>=0.10.2',
+        'flax>=0.12.8',
+        'optax>=0.2.8',
+        'orbax-checkpoint>=0.12.8',
+        'tensorflow-cpu>=2.21.0',
+        'tensorflow-datasets>=4.9.10',
+        'ml-collections>=1.1.0',
+        'clu>=0.0.12',
+        'tensorboard',  # clu's metric writers import it; tensorflow-cpu does not pull it in
+        'numpy',
+        'scipy',
+        'pillow',
+    ],
+    extras_require={
+        'test': ['pytest', 'nbformat'],
+    },
+    entry_points={
+        'console_scripts': [
+            'vitgan-train=vitgan_jax.main:run',
+        ],
+    },
+)

@@ -1,0 +1,54 @@
+"""Sampling helpers: [-1, 1] floats to uint8, image grids, PNG export, samples from a workdir."""
+
+import os
+
+import numpy as np
+
+
+def to_uint8(images) -> np.ndarray:
+  """NHWC floats in [-1, 1] -> uint8 [0, 255] (rounded, clipped)."""
+  images = (np.asarray(images, np.float32) + 1.0) * 127.5
+  return np.clip(np.rint(images), 0, 255).astype(np.uint8)
+
+
+def image_grid(images: np.ndarray, rows: int) -> np.ndarray:
+  """(N, H, W, C) with N = rows * cols -> one (rows*H, cols*W, C) image, row-major."""
+  n, h, w, c = images.shape
+  cols = -(-n // rows)
+  if n < rows * cols:
+    images = np.concatenate([images, np.zeros((rows * cols - n, h, w, c), images.dtype)])
+  grid = images.reshape(rows, cols, h, w, c).transpose(0, 2, 1, 3, 4)
+  return grid.reshape(rows * h, cols * w, c)
+
+
+def save_png(path: str, image: np.ndarray) -> None:
+  """Writes an HWC uint8 image (C = 1 or 3); creates the folder. gs:// paths go through tf.io."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  image = image[..., 0] if image.shape[-1] == 1 else image
+  if path.startswith('gs://'):
+    import io  # pylint: disable=g-import-not-at-top
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format='PNG')
+    with tf.io.gfile.GFile(path, 'wb') as f:
+      f.write(buf.getvalue())
+    return
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+  Image.fromarray(image).save(path)
+
+
+def generate(config, workdir: str, num_samples: int, seed: int = 0, use_ema: bool = True,
+             batch_size: int = 256, step=None) -> np.ndarray:
+  """uint8 samples (N, H, W, C) from the latest (or given) checkpoint in `workdir`."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from vitgan_jax import checkpoint, train  # pylint: disable=g-import-not-at-top
+  state, generator = checkpoint.restore_for_inference(config, workdir, step=step)
+  sample = train.sample_fn(generator, use_ema)
+  rng = jax.random.PRNGKey(seed)
+  out = []
+  for start in range(0, num_samples, batch_size):
+    rng, key = jax.random.split(rng)
+    z = jax.random.normal(key, (min(batch_size, num_samples - start),
+                                config.model.generator.latent_dim))
+    out.append(to_uint8(sample(state, z)))
+  return np.concatenate(out)
