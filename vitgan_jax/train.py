@@ -179,8 +179,8 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh=None) -> 
         g_state=g_state, d_state=d_state, g_opt_state=g_opt_state, d_opt_state=d_opt_state,
         lecam=lecam, rng=rng)
     metrics = {**d_aux, **g_aux,
-               'd_grad_norm': optax.global_norm(d_grads),
-               'g_grad_norm': optax.global_norm(g_grads),
+               'd_grad_norm': optax.tree.norm(d_grads),
+               'g_grad_norm': optax.tree.norm(g_grads),
                'd_lr': d_opt_state.hyperparams['learning_rate'],
                'g_lr': g_opt_state.hyperparams['learning_rate'],
                'ema_beta': beta}

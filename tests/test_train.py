@@ -1,0 +1,156 @@
+"""The train step: EMA math, learning on a toy distribution, 8-device == 1-device, bad configs."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import smoke
+from vitgan_jax import sharding, train
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(batch_size=8):
+  config = smoke.get_config()
+  config.data.source = 'arrays'
+  config.training.batch_size = batch_size
+  for part in (config.model.generator, config.model.discriminator):
+    part.width, part.mlp_dim, part.num_heads, part.depth = 16, 32, 2, 1
+  g = config.model.generator
+  g.latent_dim, g.fourier_dim, g.inr_hidden, g.mapping_layers = 8, 16, 16, 1
+  return config
+
+
+def build(config, mesh=None):
+  mesh = mesh or sharding.create_mesh(jax.devices()[:1])
+  generator, discriminator = train.create_models(config)
+  g_tx, d_tx = train.create_optimizers(config)
+  state = train.create_train_state(config, jax.random.PRNGKey(config.training.seed),
+                                   generator, discriminator, g_tx, d_tx)
+  step = train.jit_train_step(
+      train.make_train_step(config, generator, discriminator, g_tx, d_tx, mesh), mesh,
+      donate=False)
+  return generator, state, step
+
+
+def test_ema_equals_hand_computed_after_three_steps():
+  config = tiny_config()
+  config.training.ema_kimg = 0.05  # beta well inside (0, 1) within the first steps
+  _, state, step = build(config)
+  batch = {'image': jax.random.uniform(jax.random.PRNGKey(3), (8, 32, 32, 3), minval=-1)}
+  expected = jax.tree.map(np.asarray, state.ema_params)
+  betas = []
+  for i in range(3):
+    state, metrics = step(state, batch)
+    # Same formula as StyleGAN2-ADA: half-life min(ema_kimg * 1000, images_seen * rampup).
+    ema_nimg = min(config.training.ema_kimg * 1000, i * 8 * config.training.ema_rampup)
+    beta = 0.5 ** (8 / max(ema_nimg, 1e-8))
+    betas.append(beta)
+    np.testing.assert_allclose(float(metrics['ema_beta']), beta, rtol=1e-6)
+    expected = jax.tree.map(lambda e, p: beta * e + (1 - beta) * np.asarray(p), expected,
+                            state.g_params)
+  assert betas[0] == 0.0 and 0 < betas[2] < 1
+  for e, got, raw in zip(jax.tree.leaves(expected), jax.tree.leaves(state.ema_params),
+                         jax.tree.leaves(state.g_params)):
+    np.testing.assert_allclose(got, e, rtol=1e-5, atol=1e-6)
+  differs = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(state.ema_params),
+                                                   jax.tree.leaves(state.g_params))]
+  assert any(differs)
+
+
+def _distance_to_data(samples, data):
+  """Mean over samples of the squared distance to the nearest data image."""
+  d = ((samples[:, None] - data[None]) ** 2).mean(axis=(2, 3, 4))
+  return float(d.min(axis=1).mean())
+
+
+def test_gan_learns_a_toy_distribution():
+  config = tiny_config(batch_size=16)
+  config.augment.p = 0.0  # two flat colours: nothing for augmentation to protect against
+  config.loss.bcr_real = config.loss.bcr_fake = 0.0  # a consistency term only slows a toy D
+  config.training.ema_kimg = 0.2
+  generator, state, step = build(config)
+  colours = np.array([[1.0, -1.0, -1.0], [-1.0, -1.0, 1.0]], np.float32)  # red, blue
+  data = np.broadcast_to(colours[:, None, None, :], (2, 32, 32, 3))
+  batch = {'image': jnp.asarray(np.concatenate([data] * 8))}
+  sample = train.sample_fn(generator)
+  z = jax.random.normal(jax.random.PRNGKey(7), (32, config.model.generator.latent_dim))
+  before = _distance_to_data(np.asarray(sample(state, z)), data)
+  for _ in range(100):
+    state, metrics = step(state, batch)
+  after = _distance_to_data(np.asarray(sample(state, z)), data)
+  assert np.isfinite(float(metrics['d_loss'])) and np.isfinite(float(metrics['g_loss']))
+  assert after < 0.8 * before, (before, after)  # measured: 1.21 -> 0.73
+
+
+def test_metrics_have_every_logged_quantity():
+  config = tiny_config()
+  config.loss.r1_gamma, config.loss.lecam = 1.0, 0.1
+  _, state, step = build(config)
+  batch = {'image': jnp.zeros((8, 32, 32, 3))}
+  state, metrics = step(state, batch)
+  for key in ('d_loss', 'g_loss', 'd_real', 'd_fake', 'bcr_real', 'bcr_fake', 'r1', 'lecam',
+              'd_grad_norm', 'g_grad_norm', 'd_lr', 'g_lr', 'ema_beta'):
+    assert np.isfinite(float(metrics[key])), key
+  assert int(state.step) == 1 and int(state.bad_step) == -1
+  assert float(metrics['d_lr']) == pytest.approx(0.002)
+
+
+def test_bad_training_config_is_refused():
+  config = tiny_config()
+  config.augment.policy = 'translation,blur'
+  generator, discriminator = train.create_models(config)
+  g_tx, d_tx = train.create_optimizers(config)
+  with pytest.raises(ValueError, match='blur'):
+    train.make_train_step(config, generator, discriminator, g_tx, d_tx)
+  config = tiny_config()
+  config.loss.kind = 'hinge'
+  with pytest.raises(ValueError, match='loss.kind'):
+    train.make_train_step(config, generator, discriminator, g_tx, d_tx)
+
+
+EIGHT_DEVICES = textwrap.dedent('''
+    import jax, numpy as np, sys
+    sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
+    assert jax.device_count() == 8
+    from test_train import build, tiny_config
+    from vitgan_jax import sharding
+    config = tiny_config(batch_size=16)
+    batch = {{'image': jax.random.uniform(jax.random.PRNGKey(3), (16, 32, 32, 3), minval=-1)}}
+    results = []
+    for devices in (jax.devices()[:1], jax.devices()):
+      mesh = sharding.create_mesh(devices)
+      _, state, step = build(config, mesh)
+      losses = []
+      for _ in range(2):
+        state, metrics = step(state, sharding.global_batch(batch, mesh))
+        losses.append([float(metrics[k]) for k in ('d_loss', 'g_loss', 'd_real', 'd_fake')])
+      results.append((np.array(losses), jax.tree.leaves(jax.device_get(state.g_params))))
+    (l1, p1), (l8, p8) = results
+    print('losses 1 device', l1.tolist()); print('losses 8 devices', l8.tolist())
+    np.testing.assert_allclose(l8, l1, rtol=1e-5, atol=1e-5)
+    for a, b in zip(p1, p8):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    try:
+      sharding.check_batch_size(12, sharding.create_mesh())
+    except ValueError as e:
+      assert 'does not divide over 8 devices' in str(e), e
+    else:
+      raise AssertionError('batch 12 over 8 devices was accepted')
+    print('OK')
+''')
+
+
+def test_eight_devices_match_one_device():
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+             JAX_PLATFORMS='cpu')
+  code = EIGHT_DEVICES.format(root=REPO_ROOT, tests=os.path.join(REPO_ROOT, 'tests'))
+  result = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
+                          timeout=600)
+  assert result.returncode == 0 and 'OK' in result.stdout, result.stdout + result.stderr[-3000:]
