@@ -147,10 +147,16 @@ cmd_create() {
                 "--accelerator-type=$ACCELERATOR_TYPE" "--version=$VERSION")
   if (( SPOT )); then create+=(--spot); fi
   create+=("${CREATE_FLAGS[@]}")
+  local state
   if (( DRY_RUN )); then
     echo "# reuses $NAME if \`gcloud compute tpus tpu-vm describe $NAME\` finds it, else:"
-  elif gcloud compute tpus tpu-vm describe "$NAME" "${LOCATION[@]}" >/dev/null 2>&1; then
-    echo "Reusing TPU VM $NAME."
+  elif state="$(gcloud compute tpus tpu-vm describe "$NAME" "${LOCATION[@]}" \
+                  --format='value(state)' 2>/dev/null)"; then
+    case "$state" in
+      PREEMPTED|TERMINATED) die "TPU VM $NAME is $state: delete it (launch/tpu_vm.sh delete)," \
+                                "then run up again; training resumes from the workdir." ;;
+    esac
+    echo "Reusing TPU VM $NAME${state:+ ($state)}."
     return 0
   fi
   run "${create[@]}"

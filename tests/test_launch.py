@@ -6,10 +6,12 @@ way the worker's shell will parse them. tpu_train_worker.sh and gpu.sh run for r
 stand-in `python` that records its arguments and environment.
 """
 
+import json
 import os
 import shlex
 import subprocess
 import sys
+import tarfile
 import time
 
 import pytest
@@ -155,6 +157,49 @@ def test_unknown_command_or_option_fails_clearly():
   assert _bash(TPU_VM, 'launch', check=False).returncode == 2
   result = _bash(TPU_VM, 'up', '--zones=x', '--dry-run', check=False)
   assert result.returncode == 2 and '--zones' in result.stderr
+
+
+def _fake_gcloud(tmp_path, tpu_state):
+  """A `gcloud` on PATH that records its argv; `describe` finds a TPU in `tpu_state`, or none."""
+  bin_dir, record = tmp_path / 'bin', tmp_path / 'gcloud_calls.jsonl'
+  bin_dir.mkdir()
+  gcloud = bin_dir / 'gcloud'
+  gcloud.write_text(
+      f'#!{sys.executable}\n'
+      'import json, sys\n'
+      f'open({str(record)!r}, "a").write(json.dumps(sys.argv[1:]) + "\\n")\n'
+      'if sys.argv[1:5] == ["compute", "tpus", "tpu-vm", "describe"]:\n'
+      f'  print({tpu_state!r} or "")\n'
+      f'  sys.exit(int({tpu_state!r} is None))\n')
+  gcloud.chmod(0o755)
+  env = {'PATH': f'{bin_dir}:{os.environ["PATH"]}', 'TMPDIR': str(tmp_path)}
+  return env, record
+
+
+@pytest.mark.parametrize('tpu_state', [None, 'READY'])
+def test_up_runs_exactly_what_dry_run_prints(tmp_path, tpu_state):
+  env, record = _fake_gcloud(tmp_path, tpu_state)
+  args = ['up', *COMMON, '--accelerator-type=v2-32']
+  out = _bash(TPU_VM, *args, env=env).stdout
+  calls = [json.loads(line) for line in record.read_text().splitlines()]
+  assert calls[0][:4] == ['compute', 'tpus', 'tpu-vm', 'describe']
+  printed = [c[1:] for c in _commands(_bash(TPU_VM, *args, '--dry-run', env=env).stdout)
+             if c[0] == 'gcloud']
+  if tpu_state:
+    assert 'Reusing TPU VM vitgan-v2-32 (READY)' in out
+    printed = [c for c in printed if c[3] != 'create']
+  assert calls[1:] == printed
+  with tarfile.open(tmp_path / 'vitgan_jax_code.tgz') as archive:  # what scp sent
+    names = set(archive.getnames())
+  assert {'setup.py', 'vitgan_jax/__init__.py', 'launch/tpu_train_worker.sh'} <= names
+  assert not any(n.startswith('.git/') or '__pycache__' in n for n in names)
+
+
+def test_up_stops_at_a_preempted_tpu(tmp_path):
+  env, record = _fake_gcloud(tmp_path, 'PREEMPTED')
+  result = _bash(TPU_VM, 'up', *COMMON, env=env, check=False)
+  assert result.returncode == 2 and 'PREEMPTED' in result.stderr and 'delete' in result.stderr
+  assert len(record.read_text().splitlines()) == 1  # only the describe
 
 
 # --- tpu_train_worker.sh, on a pretend TPU worker ---------------------------------------------
