@@ -1,0 +1,233 @@
+"""Where a train step's work goes: FLOPs by network, pass and layer; XLA op counts; ablations.
+
+  * FLOPs: every dot_general / convolution of the step's jaxpr, attributed by the Flax name
+    stack (G or D, forward or backward, attention / MLP / patch embedding / spectral norm...),
+    next to XLA's cost-analysis total (which adds the elementwise work). No compile needed.
+  * --compile: XLA's optimized module: FLOPs, memory plan, and the top-level ops of the entry
+    computation (each fusion / custom call is one kernel launch on a GPU).
+  * --ablations: the same step with one feature off at a time (bCR, DiffAugment, ISN, the NaN
+    guard; dot attention, bfloat16), timed; differences show what each feature costs.
+  * --trace DIR: a jax.profiler trace of a few steps; on a GPU, kernel time by op name.
+
+  python bench/profile_step.py --config configs/vitgan_cifar10.py --batch_size 128
+  python bench/profile_step.py --config configs/smoke.py --batch_size 32 --compile --ablations
+"""
+
+import argparse
+import collections
+import glob
+import os
+import re
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-order
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-order
+
+from vitgan_jax import sharding, train  # pylint: disable=g-import-not-at-top
+
+ABLATIONS = (
+    ('full step', {}),
+    ('no bCR', {'loss.bcr_real': 0.0, 'loss.bcr_fake': 0.0}),
+    ('no DiffAugment', {'augment.policy': ''}),
+    ('no ISN in D', {'model.discriminator.spectral_norm': 'none'}),
+    ('no NaN guard', {'training.nan_guard': False}),
+    ('dot attention in D', {'model.discriminator.attention': 'dot'}),
+    ('bfloat16', {'training.dtype': 'bfloat16'}),
+)
+# (substring of the name stack, component), first match wins.
+COMPONENTS = (
+    ('/sn', 'spectral norm (power iteration)'),
+    ('attention/vmap', 'attention core (QK^T, AV)'),
+    ('attention/', 'attention projections'),
+    ('mlp/', 'MLP'),
+    ('patch_embed', 'patch embedding'),
+    ('decoder/', 'implicit (INR) output'),
+    ('mapping/', 'mapping network'),
+    ('SelfModulatedLayerNorm', 'SLN affine'),
+    ('head', 'D head'),
+)
+
+
+def dot_flops(eqn):
+  """2 x output elements x contracted size, for dot_general and conv_general_dilated."""
+  out = eqn.outvars[0].aval
+  if eqn.primitive.name == 'dot_general':
+    (lhs_contract, _), _ = eqn.params['dimension_numbers']
+    lhs = eqn.invars[0].aval
+    return 2 * int(np.prod(out.shape)) * int(np.prod([lhs.shape[d] for d in lhs_contract]))
+  rhs = eqn.invars[1].aval  # conv: kernel in the layout of dimension_numbers
+  spec = eqn.params['dimension_numbers'].rhs_spec  # (out feature, in feature, spatial...)
+  # A dilated input (the input gradient of a strided conv) holds zeros between its pixels:
+  # each output meets only ceil(k / dilation) real pixels per spatial dimension.
+  dilation = eqn.params.get('lhs_dilation') or (1,) * (len(spec) - 2)
+  taps = [-(-rhs.shape[d] // step) for d, step in zip(spec[2:], dilation)]
+  per_output = rhs.shape[spec[1]] * int(np.prod(taps))
+  return 2 * int(np.prod(out.shape)) * per_output
+
+
+def _subjaxprs(eqn):
+  """(jaxpr, multiplicity) of the sub-computations of an equation."""
+  for key, value in eqn.params.items():
+    for item in value if isinstance(value, (list, tuple)) else (value,):
+      inner = getattr(item, 'jaxpr', item)
+      if hasattr(inner, 'eqns'):
+        times = eqn.params.get('length', 1) if eqn.primitive.name == 'scan' else 1
+        if eqn.primitive.name == 'cond' and key == 'branches':
+          times = 1.0 / len(value)  # one branch runs; count their mean
+        yield inner, times
+
+
+def matmul_flops(jaxpr, prefix='', times=1.0):
+  """[(name stack, primitive, flops)] of every dot / conv, nested computations included."""
+  found = []
+  for eqn in jaxpr.eqns:
+    stack = '/'.join(s for s in (prefix, str(eqn.source_info.name_stack)) if s)
+    if eqn.primitive.name in ('dot_general', 'conv_general_dilated'):
+      found.append((stack, eqn.primitive.name, times * dot_flops(eqn)))
+    for inner, mult in _subjaxprs(eqn):
+      found += matmul_flops(inner, stack, times * mult)
+  return found
+
+
+def classify(stack):
+  net = ('G' if 'ViTGenerator' in stack else 'D' if 'ViTDiscriminator' in stack else 'other')
+  direction = 'backward' if 'transpose(' in stack else 'forward'
+  component = next((name for key, name in COMPONENTS if key in stack), 'other')
+  return net, direction, component
+
+
+def flop_breakdown(fn, state, batch, batch_size):
+  """GFLOP per real image of the step's matmuls, by (network, pass) and by component."""
+  jaxpr = jax.make_jaxpr(fn)(state, batch)
+  by_pass, by_component = collections.Counter(), collections.Counter()
+  for stack, _, flops in matmul_flops(jaxpr.jaxpr):
+    net, direction, component = classify(stack)
+    by_pass[f'{net} {direction}'] += flops
+    by_component[f'{net} {component}'] += flops
+  per_image = lambda c: {k: v / batch_size / 1e9 for k, v in c.most_common()}  # noqa: E731
+  total = sum(by_pass.values())
+  return {'matmul_gflop_per_image': total / batch_size / 1e9,
+          'by_network_and_pass': per_image(by_pass),
+          'by_component': per_image(by_component)}
+
+
+def entry_op_counts(hlo_text):
+  """Opcode counts of the optimized module's ENTRY computation (kernels, roughly, on GPU)."""
+  entry = hlo_text[hlo_text.index('\nENTRY'):]
+  entry = entry[:entry.index('\n}')]
+  ops = re.findall(r'=\s*[^=]*?\s([a-z][\w-]*)\(', entry)
+  skip = {'parameter', 'constant', 'get-tuple-element', 'tuple', 'bitcast'}
+  counts = collections.Counter(op for op in ops if op not in skip)
+  return {'total_non_trivial': sum(counts.values()), 'by_opcode': dict(counts.most_common(12))}
+
+
+def build(config_path, overrides, batch_size, mesh):
+  config = common.load_config(config_path, dict(overrides, **{
+      'training.batch_size': batch_size}))
+  generator, discriminator = train.create_models(config)
+  g_tx, d_tx = train.create_optimizers(config)
+  state = jax.jit(lambda r: train.create_train_state(config, r, generator, discriminator,
+                                                     g_tx, d_tx),
+                  out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(0))
+  fn = train.make_train_step(config, generator, discriminator, g_tx, d_tx, mesh)
+  size = config.model.image_size
+  images = np.random.default_rng(0).uniform(-1, 1, (batch_size, size, size, 3))
+  batch = {'image': jax.device_put(images.astype(np.float32), sharding.data_sharded(mesh))}
+  return config, fn, state, batch
+
+
+def time_steps(step, state, batch, steps):
+  state, metrics = step(state, batch)
+  jax.block_until_ready((state, metrics))
+  start = time.perf_counter()
+  for _ in range(steps):
+    state, metrics = step(state, batch)
+  jax.block_until_ready((state, metrics))
+  return 1e3 * (time.perf_counter() - start) / steps
+
+
+def kernel_times(trace_dir, top=25):
+  """Device op time by name from a trace (GPU/TPU planes); None where there is none (CPU)."""
+  paths = sorted(glob.glob(os.path.join(trace_dir, '**', '*.xplane.pb'), recursive=True))
+  if not paths:
+    return None
+  data = jax.profiler.ProfileData.from_file(paths[-1])
+  totals = collections.Counter()
+  for plane in data.planes:
+    if not plane.name.startswith('/device:'):
+      continue
+    for line in plane.lines:
+      if 'Ops' not in line.name and 'Kernels' not in line.name:
+        continue
+      for event in line.events:
+        totals[f'{line.name}: {event.name}'] += event.duration_ns
+  if not totals:
+    return None
+  whole = sum(totals.values())
+  return {'total_ms': whole / 1e6,
+          'top': [(name, ns / 1e6, ns / whole) for name, ns in totals.most_common(top)]}
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--config', default='configs/vitgan_cifar10.py')
+  parser.add_argument('--batch_size', type=int, default=128)
+  parser.add_argument('--compile', action='store_true', help='also compile: XLA FLOPs, ops')
+  parser.add_argument('--ablations', action='store_true', help='time one-feature-off steps')
+  parser.add_argument('--steps', type=int, default=5)
+  parser.add_argument('--trace', default='', help='write a profiler trace of --steps here')
+  parser.add_argument('--out', default=None)
+  args = parser.parse_args(argv)
+  mesh = sharding.create_mesh()
+  result = common.header('profile_step', False)
+  result['settings'] = {'config': args.config, 'batch_size': args.batch_size}
+  config, fn, state, batch = build(args.config, {}, args.batch_size, mesh)
+  step = train.jit_train_step(fn, mesh)
+  lowered = step.lower(state, batch)
+  flops = common.flops_of(lowered)
+  result['xla_gflop_per_image'] = flops / args.batch_size / 1e9
+  result.update(flop_breakdown(fn, state, batch, args.batch_size))
+  print(f'XLA cost analysis: {result["xla_gflop_per_image"]:.2f} GFLOP per real image; '
+        f'matmuls and convolutions: {result["matmul_gflop_per_image"]:.2f}', flush=True)
+  for title in ('by_network_and_pass', 'by_component'):
+    print(f'  {title}:', ', '.join(f'{k} {v:.3f}' for k, v in result[title].items()))
+  if args.compile or args.trace:
+    compiled, seconds = common.timed(lowered.compile)
+    result['compile_seconds'] = seconds
+    result['xla_compiled_gflop_per_image'] = (common.flops_of(compiled) or 0) / args.batch_size / 1e9
+    result['xla_memory'] = common.memory_analysis(compiled)
+    result['entry_ops'] = entry_op_counts(compiled.as_text())
+    print(f'compiled in {seconds:.0f}s; entry ops: {result["entry_ops"]}', flush=True)
+  if args.trace:
+    with jax.profiler.trace(args.trace):
+      result["traced_ms_per_step"] = time_steps(step, state, batch,
+                                                args.steps)
+    result['kernel_times'] = kernel_times(args.trace)
+    print('kernel times:', result['kernel_times'], flush=True)
+  if args.ablations:
+    result['ablations'] = []
+    for name, overrides in ABLATIONS:
+      _, fn_a, state_a, batch_a = build(args.config, overrides, args.batch_size, mesh)
+      step_a = train.jit_train_step(fn_a, mesh)
+      low = step_a.lower(state_a, batch_a)
+      compiled_a, compile_s = common.timed(low.compile)
+      ops = entry_op_counts(compiled_a.as_text())
+      ms = time_steps(step_a, state_a, batch_a, args.steps)
+      result['ablations'].append({'name': name, 'overrides': overrides, 'ms_per_step': ms,
+                                  'gflop_per_image': (common.flops_of(low) or 0)
+                                  / args.batch_size / 1e9, 'compile_seconds': compile_s,
+                                  'entry_ops': ops})
+      print(f'  {name}: {ms:.1f} ms/step, compile {compile_s:.0f}s, entry ops {ops}',
+            flush=True)
+  out = args.out or common.default_out('profile_step', False)
+  common.write_json(result, out)
+  print(f'wrote {out}')
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,389 @@
+"""Train-step throughput: images/s, ms/step, compile time, memory, FLOPs and MFU over a sweep.
+
+Times exactly the step training runs: `train.make_train_step` jitted by `train.jit_train_step`
+on `sharding.create_mesh()` (D step on DiffAugment-ed real+fake with bCR, G step, EMA, NaN
+guard), fed one random batch that lives on the device, so input never limits it. Per point:
+trace+lower and XLA compile times (`.lower().compile()`), warm-up, then `--repeats` x `--steps`
+steps ended by block_until_ready; FLOPs from XLA's cost analysis; MFU against the chip's peak
+dense bf16 rate (common.PEAK_BF16_FLOPS; none on CPU). Fails a point that recompiles after its
+first step.
+
+Points run in priority order (batch 128 first, then the batch sweeps) until --budget_s runs
+out; compiles after the first run --compile_workers at a time (XLA releases the GIL), timings
+run one at a time with nothing else going on.
+
+  python bench/train_throughput.py            # full sweep (accelerator), ~4-5 min on an H100
+  python bench/train_throughput.py --quick    # configs/smoke.py sizes on CPU, under a minute
+"""
+
+import argparse
+import dataclasses
+import os
+import statistics
+import sys
+import threading
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-order
+import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-order
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-order
+
+from vitgan_jax import sharding, train  # pylint: disable=g-import-not-at-top
+
+# name -> (config file, overrides). Every variant is the paper's step with one change at most.
+VARIANTS = {
+    'cifar10': ('configs/vitgan_cifar10.py', {}),
+    'celeba64': ('configs/vitgan_celeba64.py', {}),
+    'cifar10-dot': ('configs/vitgan_cifar10.py', {'model.discriminator.attention': 'dot'}),
+    'smoke': ('configs/smoke.py', {}),
+}
+FULL_SWEEP = {  # variant -> batch sizes; dtypes and attention implementations from flags
+    'cifar10': (64, 128, 256, 512, 1024),
+    'celeba64': (64, 128, 256, 512, 1024),
+    'cifar10-dot': (128, 512),
+}
+QUICK_SWEEP = {'smoke': (16, 32)}
+PAPER_BATCH = 128
+
+
+@dataclasses.dataclass
+class Point:
+  variant: str
+  batch_size: int
+  dtype: str
+  attention_impl: str = 'xla'
+  result: dict = dataclasses.field(default_factory=dict)
+  step: object = None
+  compiled: object = None
+  compile_done: object = None
+
+  @property
+  def name(self):
+    return f'{self.variant}/b{self.batch_size}/{self.dtype}/{self.attention_impl}'
+
+  def priority(self, variant_order):
+    """The paper batch first, then each variant's batch sweep; bf16 before f32."""
+    return (self.batch_size != PAPER_BATCH, variant_order.index(self.variant), self.batch_size,
+            self.dtype != 'bfloat16', self.attention_impl != 'xla')
+
+
+def make_points(sweep, dtypes, attention_impls, platform):
+  points = []
+  for variant, batch_sizes in sweep.items():
+    for batch in batch_sizes:
+      for dtype in dtypes:
+        for impl in attention_impls:
+          if impl == 'cudnn' and (platform != 'gpu' or dtype != 'bfloat16'):
+            continue  # cuDNN's fused attention: NVIDIA GPUs, 16-bit inputs only
+          points.append(Point(variant, batch, dtype, impl))
+  order = list(sweep)
+  return sorted(points, key=lambda p: p.priority(order))
+
+
+def point_config(point):
+  path, overrides = VARIANTS[point.variant]
+  overrides = dict(overrides, **{'training.dtype': point.dtype,
+                                 'training.batch_size': point.batch_size})
+  return common.load_config(path, overrides)
+
+
+class Variant:
+  """One model variant's initial train state (on device) and its copier; shared by its points."""
+
+  def __init__(self, name, mesh):
+    config = common.load_config(*VARIANTS[name])
+    generator, discriminator = train.create_models(config)
+    g_tx, d_tx = train.create_optimizers(config)
+    replicated = sharding.replicated(mesh)
+    init = jax.jit(lambda rng: train.create_train_state(config, rng, generator, discriminator,
+                                                        g_tx, d_tx), out_shardings=replicated)
+    start = time.perf_counter()
+    self.state = jax.block_until_ready(init(jax.random.PRNGKey(config.training.seed)))
+    self.init_seconds = time.perf_counter() - start
+    # The step donates its state: each point trains a fresh copy of the same initial state.
+    self.copy = jax.jit(lambda s: jax.tree.map(jnp.copy, s), out_shardings=replicated)
+    self.image_shape = (config.model.image_size, config.model.image_size, config.model.channels)
+    self.num_params = {'generator': _count(self.state.g_params),
+                       'discriminator': _count(self.state.d_params)}
+
+
+def _count(tree):
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
+
+
+class CompilePool:
+  """Daemon threads running Lowered.compile(); a point's `compile_done` event fires when ready.
+
+  Daemon threads, so a compile still running when the budget ends does not hold up the exit.
+  """
+
+  def __init__(self, workers):
+    self.workers = workers
+    self._queue, self._pending = [], 0
+    self._lock = threading.Condition()
+    for _ in range(workers):
+      threading.Thread(target=self._work, daemon=True).start()
+
+  def submit(self, point, lowered):
+    point.compile_done = threading.Event()
+    with self._lock:
+      self._queue.append((point, lowered))
+      self._pending += 1
+      self._lock.notify_all()
+
+  def pending(self):
+    with self._lock:
+      return self._pending
+
+  def wait_idle(self, until):
+    """Waits until no compile is queued or running, or the clock passes `until`."""
+    with self._lock:
+      while self._pending and time.perf_counter() < until:
+        self._lock.wait(timeout=max(0.0, min(1.0, until - time.perf_counter())))
+      return self._pending == 0
+
+  def _work(self):
+    while True:
+      with self._lock:
+        while not self._queue:
+          self._lock.wait()
+        point, lowered = self._queue.pop(0)
+        point.result['compiles_running_at_start'] = self._pending - len(self._queue) - 1
+      try:
+        start = time.perf_counter()
+        point.compiled = lowered.compile()
+        point.result['compile_seconds'] = time.perf_counter() - start
+      except Exception as e:  # pylint: disable=broad-except
+        point.result['error'] = f'compile: {type(e).__name__}: {str(e)[:500]}'
+      with self._lock:
+        self._pending -= 1
+        self._lock.notify_all()
+      point.compile_done.set()
+
+
+def lower_point(point, variant, batch, mesh):
+  """Traces and lowers the jitted step for this point (main thread: tracing holds the GIL)."""
+  config = point_config(point)
+  generator, discriminator = train.create_models(config)
+  g_tx, d_tx = train.create_optimizers(config)
+  point.step = train.jit_train_step(
+      train.make_train_step(config, generator, discriminator, g_tx, d_tx, mesh), mesh)
+  start = time.perf_counter()
+  with common.attention_implementation(point.attention_impl):
+    lowered = point.step.lower(variant.state, batch)
+  point.result['lower_seconds'] = time.perf_counter() - start
+  flops = common.flops_of(lowered)
+  point.result['flops_per_step'] = flops
+  point.result['flops_per_image'] = flops / point.batch_size if flops else None
+  return lowered
+
+
+def time_point(point, variant, batch, args, counter, peak):
+  """Warm-up, then repeats x steps; images/s, TFLOP/s, MFU, memory, recompile check."""
+  r = point.result
+  r['flops_per_step_compiled'] = common.flops_of(point.compiled)
+  if not r.get('flops_per_step') and r['flops_per_step_compiled']:  # backend without lowered
+    r['flops_per_step'] = r['flops_per_step_compiled']               # cost analysis
+    r['flops_per_image'] = r['flops_per_step'] / point.batch_size
+    r['flops_from'] = 'compiled'
+  r['xla_memory'] = common.memory_analysis(point.compiled)
+  state = variant.copy(variant.state)
+  with counter.counting() as compiles:
+    start = time.perf_counter()
+    state, metrics = point.step(state, batch)
+    jax.block_until_ready((state, metrics))
+    r['first_step_seconds'] = time.perf_counter() - start
+    r['compiles_in_first_step'] = compiles()  # 0: the AOT executable was reused by jit
+    for _ in range(args.warmup - 1):
+      state, metrics = point.step(state, batch)
+    jax.block_until_ready((state, metrics))
+    after_first = compiles()
+    per_step = []
+    for _ in range(args.repeats):
+      start = time.perf_counter()
+      for _ in range(args.steps):
+        state, metrics = point.step(state, batch)
+      jax.block_until_ready((state, metrics))
+      per_step.append((time.perf_counter() - start) / args.steps)
+    r['recompiles_after_first_step'] = compiles() - after_first
+  r['jit_cache_size'] = _cache_size(point.step)
+  seconds = statistics.median(per_step)
+  r['ms_per_step'] = 1e3 * seconds
+  r['ms_per_step_min'] = 1e3 * min(per_step)
+  r['ms_per_step_repeats'] = [1e3 * s for s in per_step]
+  r['images_per_second'] = point.batch_size / seconds
+  flops = r.get('flops_per_step')
+  r['achieved_tflops'] = flops / seconds / 1e12 if flops else None
+  r['mfu'] = (flops / seconds / (peak * jax.device_count())) if flops and peak else None
+  r['finite'] = bool(np.isfinite(float(metrics['d_loss'])) and
+                     np.isfinite(float(metrics['g_loss'])))
+  r['device_memory'] = common.device_memory()
+  del state, metrics
+  if r['recompiles_after_first_step']:
+    raise RuntimeError(f'{point.name} recompiled {r["recompiles_after_first_step"]} times '
+                       'after its first step')
+
+
+def _cache_size(jitted):
+  try:
+    return int(jitted._cache_size())  # pylint: disable=protected-access
+  except Exception:  # pylint: disable=broad-except
+    return None
+
+
+def run(args):
+  """Runs the sweep; returns the results dict (also written to args.out)."""
+  start_all = time.perf_counter()
+  deadline = start_all + args.budget_s
+  result = common.header('train_throughput', args.quick)
+  info = result['device']
+  peak = info['peak_bf16_flops_per_device']
+  mesh = sharding.create_mesh()
+  sweep = QUICK_SWEEP if args.quick else FULL_SWEEP
+  if args.variants:
+    sweep = {v: tuple(args.batch_sizes or sweep.get(v, FULL_SWEEP.get(v, (PAPER_BATCH,))))
+             for v in args.variants.split(',')}
+  elif args.batch_sizes:
+    sweep = {v: tuple(args.batch_sizes) for v in sweep}
+  points = make_points(sweep, args.dtypes.split(','), args.attention_impls.split(','),
+                       info['platform'])
+  result['settings'] = {
+      'steps': args.steps, 'warmup': args.warmup, 'repeats': args.repeats,
+      'budget_s': args.budget_s, 'compile_workers': args.compile_workers,
+      'sweep': {k: list(v) for k, v in sweep.items()},
+      'variants': {k: {'config': VARIANTS[k][0], 'overrides': VARIANTS[k][1]} for k in sweep},
+      'input': 'one fixed random batch resident on the device',
+      'flops_source': "XLA cost analysis of the lowered (unoptimized) step, 'flops' key; "
+                      'flops_per_step_compiled is the optimized per-device module',
+      'mfu_definition': 'flops_per_step / step time / (peak_bf16_flops_per_device x devices)',
+  }
+  counter = common.CompileCounter()
+  variants, batches = {}, {}
+  for name in sweep:
+    variants[name] = Variant(name, mesh)
+    print(f'[init] {name}: state ready in {variants[name].init_seconds:.1f}s, '
+          f'params {variants[name].num_params}', flush=True)
+  rng = np.random.default_rng(0)
+
+  def batch_for(point):
+    key = (variants[point.variant].image_shape, point.batch_size)
+    if key not in batches:
+      images = rng.uniform(-1, 1, (point.batch_size, *key[0])).astype(np.float32)
+      batches[key] = {'image': jax.device_put(images, sharding.data_sharded(mesh))}
+    return batches[key]
+
+  # Phase 1: lower every point in order (tracing holds the GIL), compile in the background;
+  # the first point compiles alone, so one compile time is measured without company.
+  pool = CompilePool(max(1, args.compile_workers))
+  compile_deadline = start_all + args.compile_budget_fraction * args.budget_s
+  for i, point in enumerate(points):
+    if point.batch_size % mesh.devices.size:
+      point.result['skipped'] = f'batch not divisible by {mesh.devices.size} devices'
+      continue
+    if time.perf_counter() > compile_deadline:
+      point.result['skipped'] = 'time budget (not lowered)'
+      continue
+    try:
+      lowered = lower_point(point, variants[point.variant], batch_for(point), mesh)
+    except Exception as e:  # pylint: disable=broad-except
+      point.result['error'] = f'lower: {type(e).__name__}: {str(e)[:500]}'
+      print(f'[error] {point.name}: {point.result["error"][:300]}', flush=True)
+      continue
+    pool.submit(point, lowered)
+    if i == 0:
+      point.compile_done.wait()
+    print(f'[lowered] {point.name} in {point.result["lower_seconds"]:.1f}s', flush=True)
+  # Timings run with no compile going on, unless compiles outlast this share of the budget.
+  pool.wait_idle(start_all + args.idle_wait_fraction * args.budget_s)
+
+  # Phase 2: time the compiled points one at a time, in priority order.
+  for point in points:
+    r = point.result
+    if point.compile_done is None:
+      continue
+    if not point.compile_done.wait(timeout=max(0.0, deadline - time.perf_counter())):
+      r['skipped'] = 'time budget (still compiling)'
+      continue
+    if 'error' in r:
+      print(f'[error] {point.name}: {r["error"][:300]}', flush=True)
+      continue
+    if time.perf_counter() > deadline:
+      r['skipped'] = 'time budget (compiled, not timed)'
+      continue
+    r['compiles_running_while_timed'] = pool.pending()
+    try:
+      with common.attention_implementation(point.attention_impl):  # in case of a retrace
+        time_point(point, variants[point.variant], batch_for(point), args, counter, peak)
+      print(f'[timed] {point.name}: {r["images_per_second"]:.0f} img/s, '
+            f'{r["ms_per_step"]:.2f} ms/step, compile {r["compile_seconds"]:.1f}s, '
+            f'{(r["achieved_tflops"] or 0):.3f} TFLOP/s, MFU {r["mfu"]}', flush=True)
+    except Exception as e:  # pylint: disable=broad-except
+      r['error'] = f'run: {type(e).__name__}: {str(e)[:500]}'
+      print(f'[error] {point.name}: {r["error"][:300]}', flush=True)
+      if args.verbose:
+        traceback.print_exc()
+    point.compiled = None  # frees the executable
+    point.step = None
+
+  result['variants'] = {name: {'num_params': v.num_params, 'init_seconds': v.init_seconds}
+                        for name, v in variants.items()}
+  result['points'] = [dict(variant=p.variant, batch_size=p.batch_size, dtype=p.dtype,
+                           attention_impl=p.attention_impl, **p.result) for p in points]
+  result['seconds_total'] = time.perf_counter() - start_all
+  return result
+
+
+def parse_args(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--quick', action='store_true',
+                      help='tiny model (configs/smoke.py) at batch 16 and 32, float32, on CPU')
+  parser.add_argument('--variants', default='',
+                      help=f'comma list of {sorted(VARIANTS)}; default: the whole sweep')
+  parser.add_argument('--batch_sizes', type=lambda s: [int(x) for x in s.split(',')],
+                      default=None, help='global batch sizes, e.g. 64,128,256')
+  parser.add_argument('--dtypes', default=None, help='comma list of float32,bfloat16')
+  parser.add_argument('--attention_impls', default=None,
+                      help="comma list of 'xla','cudnn' (cudnn: GPU and bfloat16 only)")
+  parser.add_argument('--steps', type=int, default=None, help='timed steps per repeat')
+  parser.add_argument('--warmup', type=int, default=3, help='untimed steps, the first included')
+  parser.add_argument('--repeats', type=int, default=None, help='timed repeats (median kept)')
+  parser.add_argument('--budget_s', type=float, default=None,
+                      help='wall-clock budget; points not reached are marked skipped')
+  parser.add_argument('--compile_budget_fraction', type=float, default=0.6,
+                      help='no new point is lowered after this fraction of the budget')
+  parser.add_argument('--idle_wait_fraction', type=float, default=0.8,
+                      help='timings wait for background compiles up to this fraction')
+  parser.add_argument('--compile_workers', type=int, default=None,
+                      help='parallel XLA compiles after the first point')
+  parser.add_argument('--out', default=None, help='results JSON path')
+  parser.add_argument('--verbose', action='store_true')
+  args = parser.parse_args(argv)
+  quick = args.quick
+  defaults = dict(dtypes='float32' if quick else 'bfloat16,float32',
+                  attention_impls='xla' if quick else 'xla,cudnn',
+                  steps=3 if quick else 20, repeats=2 if quick else 3,
+                  budget_s=600 if quick else 300, compile_workers=1 if quick else 4)
+  for key, value in defaults.items():
+    if getattr(args, key) is None:
+      setattr(args, key, value)
+  if quick:
+    args.warmup = min(args.warmup, 2)
+  args.out = args.out or common.default_out('train_throughput', quick)
+  return args
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  result = run(args)
+  common.write_json(result, args.out)
+  print(f'wrote {args.out}', flush=True)
+  return result
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,175 @@
+"""Smoke tests of bench/: each benchmark's --quick mode runs and writes sane JSON.
+
+Not timed pass/fail tests. The benchmarks run as subprocesses (as on a device) sharing one
+persistent compilation cache, so the tiny train step compiles once; FID parts use the 'tiny'
+feature net (Inception at 299x299 and a 2048x2048 sqrtm take minutes on a 2-core CPU).
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import CIFAR_SUBSET_NPZ, REPO_ROOT
+
+sys.path.insert(0, REPO_ROOT)
+from bench import common, make_table, merge_results, pack_inception  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+@pytest.fixture(scope='module')
+def bench_env(tmp_path_factory):
+  cache = tmp_path_factory.mktemp('jax_cache')
+  return dict(os.environ, JAX_PLATFORMS='cpu', JAX_COMPILATION_CACHE_DIR=str(cache),
+              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+              XLA_FLAGS='--xla_backend_optimization_level=0',  # faster CPU compiles
+              PYTHONPATH=REPO_ROOT)
+
+
+def run_bench(script, args, env, out):
+  proc = subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'bench', script), '--quick',
+                         '--out', str(out), *args], cwd=REPO_ROOT, env=env,
+                        capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  with open(out) as f:
+    return json.load(f)
+
+
+def check_header(result, benchmark):
+  assert result['benchmark'] == benchmark
+  assert result['quick'] is True
+  assert result['is_cpu_result'] is True
+  assert result['device']['platform'] == 'cpu'
+  assert result['device']['peak_bf16_flops_per_device'] is None
+  assert result['versions']['jax'] and result['versions']['flax']
+
+
+@pytest.fixture(scope='module')
+def throughput(bench_env, tmp_path_factory):
+  out = tmp_path_factory.mktemp('bench') / 'train_throughput.json'
+  return run_bench('train_throughput.py', ['--batch_sizes', '16', '--steps', '2',
+                                           '--repeats', '2', '--warmup', '1'], bench_env, out)
+
+
+def test_train_throughput_quick(throughput):
+  check_header(throughput, 'train_throughput')
+  (point,) = throughput['points']
+  assert (point['variant'], point['batch_size'], point['dtype']) == ('smoke', 16, 'float32')
+  assert 'error' not in point and 'skipped' not in point
+  seconds = point['ms_per_step'] / 1e3
+  assert seconds > 0 and point['compile_seconds'] > 0 and point['lower_seconds'] > 0
+  assert point['images_per_second'] == pytest.approx(16 / seconds)
+  assert point['flops_per_step'] > 0
+  assert point['flops_per_image'] == pytest.approx(point['flops_per_step'] / 16)
+  assert point['achieved_tflops'] == pytest.approx(point['flops_per_step'] / seconds / 1e12)
+  assert point['mfu'] is None  # no peak rate for a CPU
+  assert point['recompiles_after_first_step'] == 0 and point['jit_cache_size'] == 1
+  assert point['finite'] is True
+  assert point['device_memory']['peak_bytes_in_use'] is None  # CPU: no allocator stats
+  assert point['xla_memory']['estimated_step_bytes'] > 0
+  assert len(point['ms_per_step_repeats']) == 2
+
+
+def test_fid_speed_quick(bench_env, tmp_path):
+  result = run_bench('fid_speed.py', ['--inception_weights', 'tiny', '--num_samples', '48',
+                                      '--batch_size', '16', '--inception_images', '32',
+                                      '--reference_images', '64'], bench_env,
+                     tmp_path / 'fid.json')
+  check_header(result, 'fid_speed')
+  assert result['settings']['inception_weights'] == 'tiny'
+  assert result['generate']['images'] == 48 and result['generate']['images_per_second'] > 0
+  (inception,) = result['inception']
+  assert inception['images'] == 32 and inception['images_per_second'] > 0
+  (e2e,) = result['e2e']
+  assert e2e['num_samples'] == 48
+  parts = e2e['features_seconds'] + e2e['stats_seconds'] + e2e['frechet_sqrtm_seconds']
+  assert e2e['total_seconds'] == pytest.approx(parts)
+  # The two Frechet-distance methods compute the same number.
+  assert math.isfinite(e2e['fid_sqrtm']) and e2e['fid_sqrtm'] > 0
+  assert e2e['fid_eig'] == pytest.approx(e2e['fid_sqrtm'], rel=1e-3)
+
+
+@pytest.mark.skipif(not os.path.exists(CIFAR_SUBSET_NPZ), reason='shared CIFAR subset absent')
+def test_quality_run_quick(bench_env, tmp_path, throughput):
+  del throughput  # runs first: the train step is then in the compilation cache
+  out = tmp_path / 'quality.json'
+  result = run_bench('quality_run.py', ['--inception_weights', 'tiny', '--minutes', '0.25',
+                                        '--eval_every_s', '5', '--fid_samples', '32',
+                                        '--fid_batch_size', '16', '--data', CIFAR_SUBSET_NPZ],
+                     bench_env, out)
+  check_header(result, 'quality_run')
+  assert 'plumbing' in result['settings']['meaning']
+  curve = result['curve']
+  assert len(curve) >= 2 and curve[0]['step'] == 0 and curve[-1]['step'] == result['steps']
+  assert result['steps'] > 0 and result['stop_reason'] == 'time budget'
+  for point in curve:
+    assert point['images_seen'] == point['step'] * 16
+    assert math.isfinite(point['fid'])
+  assert [p['step'] for p in curve] == sorted(p['step'] for p in curve)
+  assert os.path.exists(tmp_path / result['samples_png'])
+  # make_table renders the merged run, labelled as CPU.
+  merged_path = tmp_path / 'merged.json'
+  merge_results.main([str(out), '--out', str(merged_path)])
+  with open(merged_path) as f:
+    merged = json.load(f)
+  assert merged['label'].startswith('CPU results')
+  text = make_table.render(merged)
+  assert '**CPU results**' in text and '| training min | images seen | FID |' in text
+
+
+def test_make_table_throughput_rows(throughput, tmp_path):
+  merged = merge_results.merge([throughput])
+  lines = make_table.throughput_table(merged['train_throughput'])
+  assert lines[0].startswith('| config |') and len(lines) == 3
+  assert '| smoke | l2 | float32 | 16 |' in lines[2]
+
+
+def test_no_tensorflow_or_clu_on_the_benchmark_path():
+  code = ("import sys\n"
+          "for m in ('tensorflow', 'tensorflow_datasets', 'clu'): sys.modules[m] = None\n"
+          "import bench.train_throughput, bench.fid_speed, bench.quality_run\n"
+          "import bench.pack_inception, bench.profile_step, bench.make_table\n")
+  proc = subprocess.run([sys.executable, '-c', code], cwd=REPO_ROOT, capture_output=True,
+                        text=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize('kind, expected', [
+    ('NVIDIA H100 80GB HBM3', 989e12), ('NVIDIA H100 PCIe', 756e12), ('NVIDIA H200', 989e12),
+    ('NVIDIA A100-SXM4-40GB', 312e12), ('TPU v4', 275e12), ('TPU v5 lite', 197e12),
+    ('cpu', None)])
+def test_peak_flops_table(kind, expected):
+  assert common.peak_flops(kind)[0] == expected
+
+
+def test_flops_of_counts_a_matmul():
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  lowered = jax.jit(lambda a, b: a @ b).lower(jnp.ones((8, 16)), jnp.ones((16, 4)))
+  assert common.flops_of(lowered) == 2 * 8 * 16 * 4
+
+
+def test_pack_inception_round_trip(tmp_path):
+  rng = np.random.default_rng(0)
+  params = {'Conv2d_1a_3x3': {'kernel': rng.normal(size=(3, 3, 3, 32)).astype(np.float32),
+                              'mean': rng.normal(size=32).astype(np.float32),
+                              'var': rng.uniform(0.5, 2, 32).astype(np.float32)},
+            'fc': {'kernel': rng.normal(size=(8, 4)).astype(np.float32),
+                   'bias': rng.normal(size=4).astype(np.float32)}}
+  flat = pack_inception.pack(params)
+  assert flat['Conv2d_1a_3x3/kernel'].dtype == np.float16
+  assert flat['fc/bias'].dtype == np.float32
+  path = str(tmp_path / 'packed.npz')
+  np.savez(path, **flat)
+  loaded, label, model = common.load_inception(path)
+  assert label == 'float16-packed' and model is None
+  for name in ('Conv2d_1a_3x3', 'fc'):
+    kernel = loaded[name]['kernel']
+    assert kernel.dtype == np.float32
+    original = params[name]['kernel']
+    # float16 keeps 11 significant bits: relative rounding error at most 2^-11.
+    assert np.all(np.abs(kernel - original) <= np.abs(original) * 2.0 ** -11)
+  np.testing.assert_array_equal(loaded['Conv2d_1a_3x3']['var'], params['Conv2d_1a_3x3']['var'])
