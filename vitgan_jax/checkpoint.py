@@ -1,59 +1,218 @@
-"""Orbax checkpoints of the whole TrainState: async saves, keep-last-K, and the best FID apart.
+"""Orbax checkpoints of the whole TrainState: async saves, keep-last-K, the best FID kept apart.
 
-Checkpoints live in `<workdir>/checkpoints/<step>`; the best-FID one in
-`<workdir>/checkpoints_best/<step>`. State is saved as its flax state dict, so any restore
-template (sharded or not) of the same structure works.
+Layout of a workdir (local or gs://):
+  checkpoints/<step>/         the last `checkpoint.keep` states (Orbax, async, atomic)
+  checkpoints_best/<step>/    the state with the lowest FID so far
+  checkpoints_unreadable/     corrupt checkpoints moved aside after a fallback
+  config.json                 the config, git revision and the config changes of each resume
+
+A checkpoint is the whole TrainState (params, EMA, optimizer and spectral-norm states, rng,
+step) as its flax state dict. It holds no input-pipeline state because none is needed: the
+numpy sources ('arrays', 'npz') are a pure function of (seed, step) and the tf.data sources
+replay their seeded stream and skip step * batch examples, so the step alone puts a resumed
+run on the same data stream. Restore targets carry shardings, so sharded arrays and
+multi-host runs restore in place; every process calls the same methods.
 """
 
+import json
 import os
+import subprocess
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import flax
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
+from etils import epath
 
-from vitgan_jax import train
+from vitgan_jax import errors, sharding, train
+
+CONFIG_FILE = 'config.json'
+# Config keys (or prefixes ending in '.') that change nothing a resumed run computes.
+HARMLESS_CONFIG_KEYS = ('logging.', 'eval.', 'checkpoint.', 'training.num_steps',
+                        'training.debug_poison_step')
+_MAX_LISTED = 8  # differences named in one-line messages
+_ABSENT = '<absent>'  # a key that one of two configs lacks
 
 
 def _dir(workdir: str, name: str) -> str:
-  return workdir.rstrip('/') + '/' + name if workdir.startswith('gs://') else os.path.abspath(
-      os.path.join(workdir, name))
+  if workdir.startswith('gs://'):
+    return workdir.rstrip('/') + '/' + name
+  return os.path.abspath(os.path.join(workdir, name))
+
+
+def _one_line(error: BaseException, limit: int = 200) -> str:
+  text = ' '.join(str(error).split())
+  text = text if len(text) <= limit else text[:limit] + '...'
+  return f'{type(error).__name__}: {text}'
+
+
+def _flat_shapes(tree) -> Dict[str, Tuple[Tuple[int, ...], str]]:
+  """{'g_params/Block_0/...': (shape, dtype)} for a state dict or Orbax metadata tree."""
+  leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+  return {jax.tree_util.keystr(path, simple=True, separator='/'):
+          (tuple(leaf.shape), str(np.dtype(leaf.dtype))) for path, leaf in leaves}
+
+
+def shape_differences(saved, expected) -> List[str]:
+  """Human-readable differences between two trees' array paths, shapes and dtypes."""
+  saved, expected = _flat_shapes(saved), _flat_shapes(expected)
+  out = [f'{k} missing from checkpoint' for k in sorted(set(expected) - set(saved))]
+  out += [f'{k} only in checkpoint' for k in sorted(set(saved) - set(expected))]
+  out += [f'{k} {saved[k][0]}{saved[k][1]} in checkpoint vs {expected[k][0]}{expected[k][1]}'
+          for k in sorted(set(saved) & set(expected)) if saved[k] != expected[k]]
+  return out
+
+
+def _listed(items: Sequence[str]) -> str:
+  more = len(items) - _MAX_LISTED
+  return '; '.join(items[:_MAX_LISTED]) + (f'; and {more} more' if more > 0 else '')
 
 
 class Checkpointer:
-  """Latest-K checkpoints plus a best-by-FID one, for one workdir."""
+  """Latest-K checkpoints plus a best-by-FID one, for one workdir. Writes nothing until a save."""
 
   def __init__(self, workdir: str, keep: int = 3, async_save: bool = True):
+    self.workdir = workdir
+    # Naming the handler lets a fresh manager read metadata of checkpoints it did not write.
     self.latest = ocp.CheckpointManager(
-        _dir(workdir, 'checkpoints'),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                             enable_async_checkpointing=async_save))
-    self.best = ocp.CheckpointManager(
-        _dir(workdir, 'checkpoints_best'),
+        _dir(workdir, 'checkpoints'), item_handlers=ocp.StandardCheckpointHandler(),
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=1, create=True, best_fn=lambda m: m['fid'], best_mode='min',
+            max_to_keep=keep, create=False, enable_async_checkpointing=async_save))
+    self.best = ocp.CheckpointManager(
+        _dir(workdir, 'checkpoints_best'), item_handlers=ocp.StandardCheckpointHandler(),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=1, create=False, best_fn=lambda m: m['fid'], best_mode='min',
             enable_async_checkpointing=async_save))
+    self._best_fid = None
 
-  def latest_step(self):
+  @property
+  def directory(self) -> str:
+    return str(self.latest.directory)
+
+  def latest_step(self) -> Optional[int]:
     return self.latest.latest_step()
 
+  def all_steps(self) -> List[int]:
+    return sorted(self.latest.all_steps())
+
   def save(self, step: int, state) -> None:
-    self.latest.save(step, args=ocp.args.StandardSave(flax.serialization.to_state_dict(state)))
+    """Starts an async save; arrays are copied to host before this returns (donation-safe)."""
+    self.latest.save(step, args=ocp.args.StandardSave(flax.serialization.to_state_dict(state)),
+                     force=True)
 
-  def save_best(self, step: int, state, fid: float) -> None:
-    """Keeps this state if its FID beats the best so far."""
+  def best_fid(self) -> Optional[float]:
+    """The FID of the state in checkpoints_best (None if empty); read once, then tracked."""
+    if self._best_fid is None:
+      step = self.best.best_step()
+      metrics = self.best.metrics(step) if step is not None else None
+      self._best_fid = float(metrics['fid']) if metrics else None
+    return self._best_fid
+
+  def save_best(self, step: int, state, fid: float) -> bool:
+    """Keeps this state in checkpoints_best if its FID beats the best so far; True if it did."""
+    fid = float(fid)
+    best = self.best_fid()
+    if not np.isfinite(fid) or (best is not None and fid >= best):
+      return False
     self.best.save(step, args=ocp.args.StandardSave(flax.serialization.to_state_dict(state)),
-                   metrics={'fid': float(fid)})
+                   metrics={'fid': fid}, force=True)
+    self._best_fid = fid  # the async save's metrics file may not be on disk yet
+    return True
 
-  def restore(self, template, step=None, best: bool = False):
-    """The state at `step` (default: latest) shaped and sharded like `template`."""
-    manager = self.best if best else self.latest
-    step = manager.latest_step() if step is None else step
-    target = jax.tree.map(ocp.utils.to_shape_dtype_struct,
-                          flax.serialization.to_state_dict(template))
+  def _read(self, manager, step: int, template, config=None):
+    """Restores `step` into `template`'s structure and shardings, checking shapes first.
+
+    Raises IncompatibleCheckpointError for a different model (naming the config keys that
+    differ from config.json when `config` is given), and anything else (Orbax, TensorStore,
+    JSON errors) for an unreadable checkpoint.
+    """
+    target = flax.serialization.to_state_dict(template)
+    metadata = manager.item_metadata(step)
+    tree = getattr(metadata, 'tree', metadata)
+    if tree is None:
+      raise ValueError(f'no metadata for step {step}')
+    mismatch = shape_differences(tree, target)
+    if mismatch:
+      differences = (config_differences(read_run_config(self.workdir), config)
+                     if config is not None else [])
+      raise errors.IncompatibleCheckpointError(
+          incompatible_message(self.workdir, step, differences, _listed(mismatch)))
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     restored = manager.restore(step, args=ocp.args.StandardRestore(target))
     return flax.serialization.from_state_dict(template, restored)
 
+  def restore(self, template, step: Optional[int] = None, best: bool = False, config=None):
+    """The state at `step` (default: latest, or best) shaped and sharded like `template`.
+
+    Strict: an unreadable checkpoint raises CheckpointError (see `restore_latest` to fall back).
+    """
+    manager = self.best if best else self.latest
+    step = (manager.best_step() if best else manager.latest_step()) if step is None else step
+    if step is None:
+      raise errors.CheckpointError(f'no checkpoint in {manager.directory}; train first or '
+                                   'check --workdir')
+    try:
+      return self._read(manager, step, template, config)
+    except errors.Error:
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      raise errors.CheckpointError(
+          f'checkpoint step {step} in {manager.directory} is unreadable ({_one_line(e)})') from e
+
+  def restore_latest(self, template,
+                     config=None) -> Tuple[Any, Optional[int], List[Tuple[int, str]]]:
+    """(state, step, unreadable) from the newest readable checkpoint, newest first.
+
+    `unreadable` lists (step, reason) of newer checkpoints skipped as corrupt or truncated.
+    (template, None, []) when there is no checkpoint. Raises IncompatibleCheckpointError
+    (a different model: never a reason to fall back) and CheckpointError when every
+    checkpoint is unreadable.
+    """
+    unreadable = []
+    for step in reversed(self.all_steps()):
+      try:
+        return self._read(self.latest, step, template, config), step, unreadable
+      except errors.Error:
+        raise
+      except Exception as e:  # pylint: disable=broad-except
+        logging.warning('Checkpoint step %d is unreadable: %s', step, e)
+        unreadable.append((step, _one_line(e)))
+    if unreadable:
+      raise errors.CheckpointError(
+          f'no readable checkpoint in {self.directory}: '
+          + '; '.join(f'step {s}: {why}' for s, why in unreadable)
+          + f'. Move them aside (or use a new --workdir) to start over.')
+    return template, None, []
+
+  def move_aside(self, steps: Sequence[int]) -> Optional[str]:
+    """Moves unreadable checkpoints to checkpoints_unreadable/ so new saves can take their steps.
+
+    Returns that folder, or None when a step could not be moved (e.g. a store that cannot
+    rename folders) and was deleted instead: unreadable, it is worth nothing to a restore.
+    """
+    target = epath.Path(_dir(self.workdir, 'checkpoints_unreadable'))
+    if steps and sharding.is_main_process():
+      try:
+        target.mkdir(parents=True, exist_ok=True)
+        for step in steps:
+          destination, n = target / str(step), 1
+          while destination.exists():
+            destination, n = target / f'{step}.{n}', n + 1
+          (epath.Path(self.latest.directory) / str(step)).rename(destination)
+      except Exception as e:  # pylint: disable=broad-except
+        logging.warning('Could not move unreadable checkpoints aside (%s); deleting them.', e)
+    if steps and jax.process_count() > 1:
+      ocp.multihost.sync_global_processes('vitgan_jax_move_aside')
+    self.latest.reload()
+    left = [step for step in steps if step in self.latest.all_steps()]
+    for step in left:  # every process, as Orbax's delete is collective
+      self.latest.delete(step)
+    return None if left else str(target)
+
   def wait(self) -> None:
+    """Blocks until pending async saves are on disk (re-raising their errors)."""
     self.latest.wait_until_finished()
     self.best.wait_until_finished()
 
@@ -62,16 +221,122 @@ class Checkpointer:
     self.best.close()
 
 
+# ----- config.json: what a workdir was trained with, checked on resume -----
+
+
+def _git_revision() -> Optional[str]:
+  try:
+    out = subprocess.run(['git', 'describe', '--always', '--dirty', '--abbrev=12'],
+                         cwd=os.path.dirname(os.path.abspath(__file__)), capture_output=True,
+                         text=True, timeout=10, check=True)
+    return out.stdout.strip() or None
+  except (OSError, subprocess.SubprocessError):
+    return None
+
+
+def _flatten(d: Dict[str, Any], prefix: str = '') -> Dict[str, Any]:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = v
+  return out
+
+
+def config_as_dict(config) -> Dict[str, Any]:
+  """The config as JSON-able nested dicts (tuples become lists)."""
+  return json.loads(config.to_json_best_effort())
+
+
+def read_run_config(workdir: str) -> Optional[Dict[str, Any]]:
+  """The workdir's config.json record, or None when it has none."""
+  path = epath.Path(workdir) / CONFIG_FILE
+  if not path.exists():
+    return None
+  try:
+    return json.loads(path.read_text())
+  except ValueError as e:
+    logging.warning('Ignoring unreadable %s: %s', path, e)
+    return None
+
+
+def config_differences(saved: Optional[Dict[str, Any]], config) -> List[Tuple[str, Any, Any]]:
+  """[(key, saved value, current value)] between a config.json record and `config`."""
+  if not saved or 'config' not in saved:
+    return []
+  old, new = _flatten(saved['config']), _flatten(config_as_dict(config))
+  return [(k, old.get(k, _ABSENT), new.get(k, _ABSENT)) for k in sorted(set(old) | set(new))
+          if old.get(k, _ABSENT) != new.get(k, _ABSENT)]
+
+
+def is_harmless(key: str) -> bool:
+  return any(key == h or (h.endswith('.') and key.startswith(h)) for h in HARMLESS_CONFIG_KEYS)
+
+
+def describe_differences(differences) -> str:
+  """'training.num_steps 3 -> 6, ...' (a key absent on one side shows as <absent>)."""
+  show = lambda v: v if v == _ABSENT else json.dumps(v)  # noqa: E731
+  return ', '.join(f'{k} {show(old)} -> {show(new)}' for k, old, new in differences)
+
+
+def write_run_config(workdir: str, config, resumed_at: Optional[int] = None,
+                     differences=()) -> None:
+  """Writes config.json (main process): config, git revision, and each resume's changes."""
+  if not sharding.is_main_process():
+    return
+  path = epath.Path(workdir) / CONFIG_FILE
+  previous = read_run_config(workdir) or {}
+  history = list(previous.get('resumes', []))
+  if resumed_at is not None:
+    history.append({'step': resumed_at, 'git_revision': _git_revision(),
+                    'changed': {k: [old, new] for k, old, new in differences}})
+  record = {'config': config_as_dict(config),
+            'git_revision': previous.get('git_revision', _git_revision()),
+            'jax_version': jax.__version__, 'process_count': jax.process_count(),
+            'device_count': jax.device_count(), 'resumes': history}
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(record, indent=2, sort_keys=True))
+
+
+def incompatible_message(workdir: str, step: int, differences, shape_mismatch: str) -> str:
+  """One line: which config keys differ from the workdir's, and which arrays disagree."""
+  model_keys = [d for d in differences if not is_harmless(d[0])]
+  keys = (f'config keys that differ from its config.json: {describe_differences(model_keys)}'
+          if model_keys else 'no config.json to compare with')
+  return (f'--workdir {workdir} holds a checkpoint (step {step}) of a different model; '
+          f'{keys}; arrays that differ: {shape_mismatch}. Use the original config or a new '
+          f'--workdir; nothing was changed.')
+
+
+def template_state(config, generator, discriminator, g_tx, d_tx, mesh=None):
+  """TrainState of ShapeDtypeStructs (replicated on `mesh`) to restore into, without init."""
+  mesh = sharding.create_mesh() if mesh is None else mesh
+  shapes = jax.eval_shape(lambda: train.create_train_state(
+      config, jax.random.PRNGKey(0), generator, discriminator, g_tx, d_tx))
+  replicated = sharding.replicated(mesh)
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
+                      shapes)
+
+
 def restore_for_inference(config, workdir: str, step=None, best: bool = False):
-  """(state, generator) from a workdir's checkpoint, for sampling and evaluation."""
+  """(state, generator) from a workdir's checkpoint, for sampling and evaluation.
+
+  The latest checkpoint by default, falling back past unreadable ones (with a warning).
+  """
   generator, discriminator = train.create_models(config)
   g_tx, d_tx = train.create_optimizers(config)
-  template = jax.eval_shape(lambda: train.create_train_state(
-      config, jax.random.PRNGKey(0), generator, discriminator, g_tx, d_tx))
+  template = template_state(config, generator, discriminator, g_tx, d_tx)
   ckpt = Checkpointer(workdir, async_save=False)
-  if (ckpt.best if best else ckpt.latest).latest_step() is None:
-    raise FileNotFoundError(f'no checkpoint in {workdir}/checkpoints'
-                            f'{"_best" if best else ""}; train first or check --workdir')
-  state = ckpt.restore(template, step=step, best=best)
-  ckpt.close()
-  return state, generator
+  try:
+    if step is not None or best:
+      return ckpt.restore(template, step=step, best=best), generator
+    state, found, unreadable = ckpt.restore_latest(template)
+    if found is None:
+      raise errors.CheckpointError(f'no checkpoint in {ckpt.directory}; train first or check '
+                                   '--workdir')
+    for bad, why in unreadable:
+      logging.warning('Checkpoint step %d is unreadable (%s); using step %d.', bad, why, found)
+    return state, generator
+  finally:
+    ckpt.close()

@@ -11,6 +11,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from vitgan_jax import errors
+
 DATA_AXIS = 'data'
 
 
@@ -51,8 +53,10 @@ def check_batch_size(global_batch: int, mesh: Mesh, field: str = 'training.batch
   """Per-device batch; a clear error when the global batch does not split evenly."""
   devices = mesh.devices.size
   if global_batch % devices or global_batch % jax.process_count():
-    raise ValueError(f'{field}={global_batch} does not divide over {devices} devices '
-                     f'({jax.process_count()} processes); use a multiple of {devices}')
+    raise errors.ConfigError(
+        f'{field}={global_batch} does not divide over {devices} devices '
+        f'({jax.process_count()} processes); use a multiple of {devices}, e.g. '
+        f'--config.{field}={max(devices, global_batch // devices * devices)}')
   return global_batch // devices
 
 
