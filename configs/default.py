@@ -78,6 +78,7 @@ def get_config():
   config.training.ema_kimg = 10.0    # EMA half-life in thousands of images [StyleGAN2-ADA]
   config.training.ema_rampup = 0.05  # EMA half-life ramp-up, fraction of images seen [StyleGAN2-ADA]
   config.training.nan_guard = True   # stop on a non-finite loss or gradient
+  config.training.debug_poison_step = -1  # test hook: NaN real images at this step (-1: off)
 
   config.optimizer = ml_collections.ConfigDict()
   # Adam lr 0.002, beta1 0, beta2 0.99, following StyleGAN2-ADA [T]

@@ -1,21 +1,109 @@
-"""The training loop: data in, jitted steps, logs, sample grids, checkpoints, FID.
+"""The training loop: data in, jitted steps, logs, sample grids, checkpoints, FID, preemption.
 
 Everything with side effects lives here; the step itself is the pure `train.make_train_step`.
+Rerunning with the same workdir resumes from the newest readable checkpoint. SIGTERM (one
+host) or JAX's preemption sync point (several hosts) finishes the step, saves and returns.
+Every input is checked before anything is written, so a bad one leaves the workdir as it was.
 """
 
+import itertools
 import json
 import os
+import signal
 import time
 
 import jax
+import numpy as np
 from absl import logging
 from clu import metric_writers, periodic_actions
+from jax.experimental import multihost_utils
 
-from vitgan_jax import checkpoint, input_pipeline, sample, sharding, train
+from vitgan_jax import checkpoint, errors, input_pipeline, sample, sharding, train
+
+NonFiniteError = errors.NonFiniteError
 
 
-class NonFiniteError(RuntimeError):
-  """A loss or gradient went NaN/Inf; the last good checkpoint is left as it was."""
+def _say(message: str) -> None:
+  """One line on stdout (main process) and in the log."""
+  logging.info(message)
+  if sharding.is_main_process():
+    print(message, flush=True)
+
+
+class PreemptionWatch:
+  """Says when to save and stop: after SIGTERM on one host, at JAX's sync point on several.
+
+  Hosts must all stop at the same step, so with several processes JAX's coordination service
+  (which catches the SIGTERM itself) picks it; `reached(step)` is then called at every step.
+  """
+
+  def __init__(self):
+    self.reason = None
+    self._previous_handler = None
+    self._multihost = jax.process_count() > 1
+    if not self._multihost:
+      try:
+        self._previous_handler = signal.signal(signal.SIGTERM, self._on_signal)
+      except ValueError:  # not the main thread (e.g. a notebook worker)
+        logging.warning('Not in the main thread: SIGTERM will not save a checkpoint.')
+
+  def _on_signal(self, signum, frame):  # pylint: disable=unused-argument
+    self.reason = signal.Signals(signum).name
+
+  def reached(self, step: int) -> bool:
+    if not self._multihost:
+      return self.reason is not None
+    try:
+      if multihost_utils.reached_preemption_sync_point(step):
+        self.reason = 'a preemption notice'
+        return True
+    except RuntimeError as e:  # jax_enable_preemption_service is off
+      logging.warning('No preemption handling on this multi-host run: %s', e)
+      self._multihost = False
+    return False
+
+  def close(self) -> None:
+    if self._previous_handler is not None:
+      signal.signal(signal.SIGTERM, self._previous_handler)
+
+
+def _build(config, mesh):
+  """Models, optimizers and the jitted step; config mistakes become one-line ConfigErrors."""
+  try:
+    generator, discriminator = train.create_models(config)
+    g_tx, d_tx = train.create_optimizers(config)
+    step_fn = train.make_train_step(config, generator, discriminator, g_tx, d_tx, mesh)
+  except (ValueError, KeyError) as e:
+    raise errors.ConfigError(f'config: {e}') from e
+  return generator, discriminator, g_tx, d_tx, train.jit_train_step(step_fn, mesh)
+
+
+def _open_data(config, batch_size: int, start_step: int, arrays):
+  """The batch iterator from `start_step`, with its first batch read to surface data errors."""
+  try:
+    data = input_pipeline.create_dataset(config, batch_size=batch_size,
+                                         seed=config.training.seed, start_step=start_step,
+                                         arrays=arrays)
+    first = next(data)
+  except Exception as e:  # pylint: disable=broad-except
+    from_tf = type(e).__module__.startswith(('tensorflow', 'tensorflow_datasets'))
+    if isinstance(e, (OSError, ValueError)) or from_tf:
+      raise errors.DataError(f'dataset: {" ".join(str(e).split())}') from e
+    raise
+  return itertools.chain([first], data)
+
+
+def _make_evaluator(config, generator, mesh):
+  """evaluator(state) -> {'fid': ..., ...} when eval.every_steps > 0, else None."""
+  if config.eval.every_steps <= 0:
+    return None
+  try:
+    from vitgan_jax.evaluation import train_eval  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise errors.ConfigError(
+        f'eval.every_steps={config.eval.every_steps} needs vitgan_jax.evaluation.train_eval '
+        f'({e}); set --config.eval.every_steps=0 to train without FID') from e
+  return train_eval.make_evaluator(config, generator, mesh)
 
 
 def _fixed_latents(config) -> jax.Array:
@@ -33,75 +121,136 @@ def _write_grid(writer, workdir, config, sample_fn, state, z, step) -> None:
   writer.write_images(step, {'samples_ema': grid[None]})
 
 
-def run(config, workdir: str):
-  """Body of train.train_and_evaluate."""
+def _poison(local_batch):
+  """training.debug_poison_step: NaN real images, so the NaN guard and its exit can be tested."""
+  return {**local_batch, 'image': local_batch['image'] * np.float32(np.nan)}
+
+
+def _announce_resume(workdir, ckpt, start_step, unreadable, differences) -> None:
+  for bad, why in unreadable:
+    _say(f'warning: checkpoint step {bad} in {ckpt.directory} is unreadable ({why}); '
+         f'falling back to step {start_step}.')
+  harmless = [d for d in differences if checkpoint.is_harmless(d[0])]
+  other = [d for d in differences if not checkpoint.is_harmless(d[0])]
+  changes = f' Config changes: {checkpoint.describe_differences(harmless)}.' if harmless else ''
+  _say(f'Resuming from {workdir} at step {start_step}.{changes}')
+  if other:
+    _say(f'warning: config changes that alter training since step {start_step} (allowed; '
+         f'the run will differ from an uninterrupted one): '
+         f'{checkpoint.describe_differences(other)}')
+
+
+def run(config, workdir: str, *, arrays=None, writer=None):
+  """Body of train.train_and_evaluate; returns the final TrainState.
+
+  `arrays` (uint8 NHWC) feeds data.source 'arrays'; `writer` (a clu MetricWriter) replaces
+  the default TensorBoard + logging writer.
+  """
   mesh = sharding.create_mesh()
   batch_size = config.training.batch_size
   sharding.check_batch_size(batch_size, mesh)
-  main_process = sharding.is_main_process()
-  if main_process:
-    os.makedirs(workdir, exist_ok=True) if not workdir.startswith('gs://') else None
-  writer = metric_writers.create_default_writer(workdir, just_logging=not main_process)
-
-  generator, discriminator = train.create_models(config)
-  g_tx, d_tx = train.create_optimizers(config)
-  rng = jax.random.PRNGKey(config.training.seed)
-  state = jax.jit(lambda r: train.create_train_state(config, r, generator, discriminator,
-                                                     g_tx, d_tx),
-                  out_shardings=sharding.replicated(mesh))(rng)
+  generator, discriminator, g_tx, d_tx, train_step = _build(config, mesh)
+  template = checkpoint.template_state(config, generator, discriminator, g_tx, d_tx, mesh)
   ckpt = checkpoint.Checkpointer(workdir, keep=config.checkpoint.keep)
-  start_step = ckpt.latest_step()
-  if start_step is not None:
-    state = ckpt.restore(state, step=start_step)
-    logging.info('Resuming from %s at step %d.', workdir, start_step)
-    print(f'Resuming from {workdir} at step {start_step}.', flush=True)
-  start_step = int(start_step or 0)
-  if main_process and start_step == 0:
-    writer.write_hparams({k: v for k, v in _flatten(config.to_dict()).items()})
+  watch = PreemptionWatch()
+  try:
+    # Read and check everything first; nothing is written before the run is known to go ahead.
+    state, start_step, unreadable = ckpt.restore_latest(template, config)
+    resumed = start_step is not None
+    start_step = int(start_step or 0)
+    data = _open_data(config, batch_size, start_step, arrays)
+    evaluator = _make_evaluator(config, generator, mesh)
+    differences = (checkpoint.config_differences(checkpoint.read_run_config(workdir), config)
+                   if resumed else [])
+    if resumed:
+      _announce_resume(workdir, ckpt, start_step, unreadable, differences)
+    if unreadable:
+      steps = [s for s, _ in unreadable]
+      moved_to = ckpt.move_aside(steps)
+      _say(f'Moved unreadable checkpoint(s) {steps} to {moved_to}.' if moved_to
+           else f'Deleted unreadable checkpoint(s) {steps} (they could not be moved aside).')
+    checkpoint.write_run_config(workdir, config, start_step if resumed else None, differences)
+    state = state if resumed else jax.jit(
+        lambda r: train.create_train_state(config, r, generator, discriminator, g_tx, d_tx),
+        out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(config.training.seed))
+    state = _train(config, workdir, state, start_step, data, train_step, generator, evaluator,
+                   ckpt, watch, writer, mesh, fresh=not resumed)
+  finally:
+    watch.close()
+    ckpt.wait()  # a pending save of a good state completes even when the run stops on an error
+    ckpt.close()
+  return state
 
-  train_step = train.jit_train_step(
-      train.make_train_step(config, generator, discriminator, g_tx, d_tx, mesh), mesh)
+
+def _train(config, workdir, state, start_step, data, train_step, generator, evaluator, ckpt,
+           watch, writer, mesh, fresh):
+  """The steps from start_step to training.num_steps, or until preempted."""
+  main_process = sharding.is_main_process()
+  writer = writer or metric_writers.create_default_writer(workdir, just_logging=not main_process)
+  if main_process and fresh:
+    writer.write_hparams(_flatten(config.to_dict()))
+  batch_size, num_steps = config.training.batch_size, config.training.num_steps
+  log_every, ckpt_every = config.logging.every_steps, config.checkpoint.every_steps
+  sample_every, eval_every = config.logging.sample_every_steps, config.eval.every_steps
+  poison_step = config.training.get('debug_poison_step', -1)
   sample_fn = train.sample_fn(generator)
   z_fixed = _fixed_latents(config)
-  data = input_pipeline.create_dataset(config, batch_size=batch_size,
-                                       seed=config.training.seed, start_step=start_step)
-  num_steps = config.training.num_steps
   report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
-                                           every_steps=config.logging.every_steps)
-  log_every = config.logging.every_steps
+                                           every_steps=log_every)
   t_last, step_last = time.time(), start_step
-
   step = start_step
+  if step >= num_steps:
+    _say(f'Nothing to do: step {step} >= training.num_steps={num_steps}.')
   while step < num_steps:
-    batch = sharding.global_batch(next(data), mesh)
-    state, metrics = train_step(state, batch)
+    local = next(data)
+    if step == poison_step:
+      local = _poison(local)
+    state, metrics = train_step(state, sharding.global_batch(local, mesh))
     step += 1
     report(step)
+    if watch.reached(step):
+      _check_finite(state, ckpt)
+      ckpt.save(step, state)
+      ckpt.wait()
+      _say(f'Stopped by {watch.reason} after step {step}: saved a checkpoint to '
+           f'{ckpt.directory}; rerun the same command to resume.')
+      break
     if step % log_every == 0 or step == num_steps:
-      _check_finite(state)
+      _check_finite(state, ckpt)
       scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
       now = time.time()
       scalars['images_per_sec'] = (step - step_last) * batch_size / (now - t_last)
       t_last, step_last = now, step
       writer.write_scalars(step, scalars)
-    if config.logging.sample_every_steps and (step % config.logging.sample_every_steps == 0
-                                              or step == num_steps):
+    if sample_every and (step % sample_every == 0 or step == num_steps):
       _write_grid(writer, workdir, config, sample_fn, state, z_fixed, step)
-    if step % config.checkpoint.every_steps == 0 or step == num_steps:
-      _check_finite(state)
+    if step % ckpt_every == 0 or step == num_steps:
+      _check_finite(state, ckpt)
       ckpt.save(step, state)
-  ckpt.wait()
-  ckpt.close()
+    if evaluator is not None and (step % eval_every == 0 or step == num_steps):
+      _evaluate(evaluator, state, step, ckpt, writer)
   writer.flush()
   return state
 
 
-def _check_finite(state) -> None:
+def _evaluate(evaluator, state, step, ckpt, writer) -> None:
+  """Runs the evaluator, logs its scalars, keeps the state in checkpoints_best on a new best FID."""
+  _check_finite(state, ckpt)
+  result = evaluator(state)
+  writer.write_scalars(step, {k: float(v) for k, v in result.items() if np.ndim(v) == 0})
+  if 'fid' in result and ckpt.save_best(step, state, result['fid']):
+    _say(f'New best FID {float(result["fid"]):.3f} at step {step}: kept in checkpoints_best.')
+
+
+def _check_finite(state, ckpt) -> None:
   bad_step = int(jax.device_get(state.bad_step))
   if bad_step >= 0:
     what = ', '.join(train.describe_nonfinite(jax.device_get(state.bad_what)))
-    raise NonFiniteError(f'non-finite {what} at step {bad_step}; stopping without saving '
-                         f'(the last checkpoint is untouched)')
+    last = ckpt.latest_step()
+    kept = (f'the last checkpoint (step {last}) is untouched' if last is not None
+            else 'no checkpoint was written')
+    raise NonFiniteError(f'non-finite {what} at step {bad_step}; stopped without saving, '
+                         f'{kept}')
 
 
 def _flatten(d, prefix=''):

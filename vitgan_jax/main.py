@@ -1,14 +1,17 @@
 """Command line: `vitgan-train --config configs/vitgan_cifar10.py --workdir /tmp/run`.
 
---mode train (default) trains or resumes; --mode sample writes a PNG grid and an .npz of uint8
-samples from the latest checkpoint. Any config field can be overridden, e.g.
-`--config.training.batch_size=64`.
+--mode train (default) trains, or resumes from the workdir's latest checkpoint; --mode sample
+writes a PNG grid and an .npz of uint8 samples from the latest checkpoint. Any config field
+can be overridden, e.g. `--config.training.batch_size=64`. Bad input (unknown config key,
+missing dataset, wrong image shape, a workdir of another model, a NaN loss...) ends with one
+line `error: <message>` on stderr and exit status 1; SIGTERM saves a checkpoint and exits 0.
 """
 
 import os
+import sys
 
 from absl import app, flags, logging
-from ml_collections import config_flags
+from ml_collections import config_dict, config_flags
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs/*.py).',
@@ -22,43 +25,99 @@ flags.DEFINE_integer('process_id', None, 'Multi-host: this process.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
-def _quiet_orbax() -> None:
-  """Orbax logs every file it writes at INFO; keep stdout for our progress and metrics."""
-  logging.get_absl_handler().addFilter(lambda record: '/orbax/' not in record.pathname)
+def fail(message: str) -> None:
+  """Prints `error: <message>` (one line) to stderr and exits 1."""
+  print(f'error: {" ".join(str(message).split())}', file=sys.stderr, flush=True)
+  sys.exit(1)
+
+
+def _config_overrides(argv):
+  """Dotted paths of the `--config.a.b=value` / `--config.a.b value` overrides in argv."""
+  return [arg[len('--config.'):].split('=', 1)[0] for arg in argv
+          if arg.startswith('--config.')]
+
+
+def unknown_key_message(config, paths) -> str:
+  """Names the first override path that `config` lacks, with the keys its parent has."""
+  for path in paths:
+    node, parts = config, path.split('.')
+    for depth, part in enumerate(parts):
+      if not isinstance(node, config_dict.ConfigDict) or part not in node:
+        parent = '.'.join(parts[:depth]) or '<top level>'
+        known = sorted(node.keys()) if isinstance(node, config_dict.ConfigDict) else []
+        return (f'unknown config key {".".join(parts[:depth + 1])} in --config.{path}; '
+                f'{parent} has: {", ".join(known) or "no fields (it is a value)"}')
+      node = node[part]
+  return f'bad --config override among {", ".join("--config." + p for p in paths)}'
+
+
+def parse_flags(argv):
+  """absl's flag parsing, with one-line errors for bad flags, config files and config keys."""
+  try:
+    args = FLAGS(argv)
+    getattr(FLAGS.config, 'model')  # a config file that failed to load raises on first access
+    return args
+  except flags.Error as e:
+    fail(e)
+  except (AttributeError, KeyError) as e:  # ml_collections: an override names no config field
+    paths = _config_overrides(argv)
+    base_argv = [arg for arg in argv if not arg.startswith('--config.')]
+    FLAGS.unparse_flags()
+    sys.argv = base_argv  # ml_collections reads the overrides from sys.argv
+    try:  # the config without overrides, to say which key is unknown and what its parent has
+      FLAGS(base_argv)
+      fail(unknown_key_message(FLAGS.config, paths))
+    except (flags.Error, AttributeError, KeyError, OSError):
+      fail(f'unknown config key in {" ".join("--config." + p for p in paths)} ({e})')
+  except OSError as e:  # the config file itself
+    fail(f'cannot load --config: {str(e).strip().splitlines()[-1].strip()}')
+  return None
+
+
+def report_errors(fn):
+  """Runs fn(); the project's known errors (vitgan_jax.errors) end in `fail`, others propagate."""
+  from vitgan_jax import errors  # pylint: disable=g-import-not-at-top
+  try:
+    return fn()
+  except errors.Error as e:
+    logging.error('%s: %s', type(e).__name__, e)
+    fail(e)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  _quiet_orbax()
+  logging.get_absl_handler().addFilter(lambda record: '/orbax/' not in record.pathname)
+  report_errors(lambda: _run_mode(FLAGS.config, FLAGS.workdir, FLAGS.mode))
+
+
+def _run_mode(config, workdir, mode):
   from vitgan_jax import sharding  # pylint: disable=g-import-not-at-top
   sharding.maybe_initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
                                         FLAGS.process_id)
   import jax  # pylint: disable=g-import-not-at-top
   logging.info('JAX process %d / %d, devices: %s', jax.process_index(), jax.process_count(),
                jax.devices())
-  config = FLAGS.config
-  if FLAGS.mode == 'train':
+  if mode == 'train':
     from vitgan_jax import train  # pylint: disable=g-import-not-at-top
-    train.train_and_evaluate(config, FLAGS.workdir)
-  elif FLAGS.mode == 'sample':
+    train.train_and_evaluate(config, workdir)
+  elif mode == 'sample':
     from vitgan_jax import sample  # pylint: disable=g-import-not-at-top
     import numpy as np  # pylint: disable=g-import-not-at-top
-    images = sample.generate(config, FLAGS.workdir, FLAGS.num_samples,
-                             seed=config.training.seed)
+    images = sample.generate(config, workdir, FLAGS.num_samples, seed=config.training.seed)
     rows = max(int(len(images) ** 0.5), 1)
-    path = os.path.join(FLAGS.workdir, 'samples', 'sample_grid.png')
+    path = os.path.join(workdir, 'samples', 'sample_grid.png')
     sample.save_png(path, sample.image_grid(images, rows))
-    np.savez_compressed(os.path.join(FLAGS.workdir, 'samples', 'samples.npz'), x=images)
+    np.savez_compressed(os.path.join(workdir, 'samples', 'samples.npz'), x=images)
     print(f'Wrote {len(images)} samples to {path} and samples.npz', flush=True)
   else:
     from vitgan_jax.evaluation import run_eval  # pylint: disable=g-import-not-at-top
-    run_eval.evaluate_workdir(config, FLAGS.workdir)
+    run_eval.evaluate_workdir(config, workdir)
 
 
 def run():
   """Console-script entry point (`vitgan-train`)."""
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == '__main__':
