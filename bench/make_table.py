@@ -39,6 +39,10 @@ def _num(value, digits=1, scale=1.0):
   return f'{value * scale:,.{digits}f}'
 
 
+def _tflops(value):
+  return _num(value, 1 if value is not None and value >= 10 else 3)
+
+
 def hardware_line(data):
   d, v = data['device'], data['versions']
   count = f'{d["num_devices"]}x ' if d['num_devices'] > 1 else '1x '
@@ -63,7 +67,7 @@ def throughput_table(part):
     lines.append(
         f'| {p["variant"]} | {attention} | {p["dtype"]} | {p["batch_size"]} '
         f'| {_num(p["images_per_second"], 0)} | {_num(p["ms_per_step"], 2)} '
-        f'| {_num(p.get("flops_per_image"), 2, 1e-9)} | {_num(p.get("achieved_tflops"), 1)} '
+        f'| {_num(p.get("flops_per_image"), 2, 1e-9)} | {_tflops(p.get("achieved_tflops"))} '
         f'| {_num(p.get("mfu"), 1, 100.0) + "%" if p.get("mfu") is not None else "–"} '
         f'| {_num(p.get("compile_seconds"), 0)} | {_num(memory, 2, 1 / GIB)} |')
   missing = [p for p in part['points'] if 'images_per_second' not in p]

@@ -12,7 +12,7 @@ With random Inception weights (no weights found) the curve only checks the plumb
 JSON says so; `pack_inception.py` makes the carried weights for a device call.
 
   python bench/quality_run.py --minutes 8.5 --data .carry/cifar100_classes0-9_1834.npz
-  python bench/quality_run.py --quick        # smoke sizes on CPU, about two minutes
+  python bench/quality_run.py --quick        # smoke sizes, tiny feature net, CPU, ~3 minutes
 """
 
 import argparse
@@ -28,6 +28,10 @@ import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-orde
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-order
 
 from vitgan_jax import evaluation, input_pipeline, sample, sharding, train  # pylint: disable=g-import-not-at-top
+
+
+_FEATURES_NOTE = {'tiny': 'a tiny stand-in conv net, not Inception',
+                  'random': 'random Inception weights'}
 
 
 def make_ema_sampler(generator, config):
@@ -61,7 +65,7 @@ def run(args):
 
   params, label, model = common.load_inception(args.inception_weights)
   extractor = evaluation.FeatureExtractor(params, batch_size=args.fid_batch_size, model=model)
-  real = input_pipeline.load_images(config)
+  real = input_pipeline.load_images(config, max_images=args.reference_images)
   reference, ref_seconds = common.timed(evaluation.compute_stats, real, extractor,
                                         kid_features=None)
   result['settings'] = {
@@ -72,8 +76,8 @@ def run(args):
       'inception_weights': label,
       'meaning': ('FID against the training images themselves (a small set): a learning '
                   'curve, not a paper number' if label in ('float32', 'float16-packed') else
-                  f'{label} feature weights: the curve only checks the plumbing, the FID '
-                  'values mean nothing'),
+                  f'{_FEATURES_NOTE.get(label, label)}: the curve only checks the plumbing, '
+                  'the FID values mean nothing'),
   }
   print(f'[quality] {args.config} batch {batch_size} {config.training.dtype}, '
         f'{len(real)} real images, Inception {label}, budget {args.minutes} min', flush=True)
@@ -172,16 +176,20 @@ def parse_args(argv=None):
   parser.add_argument('--steps_per_check', type=int, default=None,
                       help='steps between clock checks (one host sync each)')
   parser.add_argument('--log_every', type=int, default=None)
-  parser.add_argument('--inception_weights', default='auto',
-                      help="'auto' (carried pack, then cache), 'random', a weights path, "
-                      "or 'tiny' (a small conv net: plumbing tests only)")
+  parser.add_argument('--inception_weights', default=None,
+                      help="'auto' (carried pack, then cache; the default), 'random', a "
+                      "weights path, or 'tiny' (a small conv net: plumbing only; --quick's "
+                      "default, as Inception runs ~1 image/s on a small CPU)")
+  parser.add_argument('--reference_images', type=int, default=None,
+                      help='real images for the FID reference (default: all)')
   parser.add_argument('--out', default=None)
   args = parser.parse_args(argv)
   quick = args.quick
   defaults = dict(config='configs/smoke.py' if quick else 'configs/vitgan_cifar10.py',
                   minutes=2.0 if quick else 8.5, eval_every_s=30 if quick else 120,
                   fid_samples=128 if quick else 5000, fid_batch_size=32 if quick else 500,
-                  steps_per_check=5 if quick else 50, log_every=20 if quick else 1000)
+                  steps_per_check=5 if quick else 50, log_every=20 if quick else 1000,
+                  inception_weights='tiny' if quick else 'auto')
   for key, value in defaults.items():
     if getattr(args, key) is None:
       setattr(args, key, value)

@@ -239,6 +239,8 @@ def run(args):
   """Runs the sweep; returns the results dict (also written to args.out)."""
   start_all = time.perf_counter()
   deadline = start_all + args.budget_s
+  if args.prng_impl:  # e.g. 'rbg': XLA's RngBitGenerator instead of threefry for every draw
+    jax.config.update('jax_default_prng_impl', args.prng_impl)
   result = common.header('train_throughput', args.quick)
   info = result['device']
   peak = info['peak_bf16_flops_per_device']
@@ -254,6 +256,7 @@ def run(args):
   result['settings'] = {
       'steps': args.steps, 'warmup': args.warmup, 'repeats': args.repeats,
       'budget_s': args.budget_s, 'compile_workers': args.compile_workers,
+      'prng_impl': args.prng_impl or jax.config.jax_default_prng_impl,
       'sweep': {k: list(v) for k, v in sweep.items()},
       'variants': {k: {'config': VARIANTS[k][0], 'overrides': VARIANTS[k][1]} for k in sweep},
       'input': 'one fixed random batch resident on the device',
@@ -360,6 +363,8 @@ def parse_args(argv=None):
                       help='timings wait for background compiles up to this fraction')
   parser.add_argument('--compile_workers', type=int, default=None,
                       help='parallel XLA compiles after the first point')
+  parser.add_argument('--prng_impl', default='',
+                      help="jax_default_prng_impl for the run ('threefry2x32', 'rbg', ...)")
   parser.add_argument('--out', default=None, help='results JSON path')
   parser.add_argument('--verbose', action='store_true')
   args = parser.parse_args(argv)
