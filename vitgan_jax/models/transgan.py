@@ -1,0 +1,146 @@
+"""TransGAN (Jiang et al., NeurIPS 2021): a pure-transformer GAN, the paper's transformer baseline.
+
+Generator: z -> a small token grid (8x8 for 32 px) -> transformer stages separated by
+pixel-shuffle upsampling (sequence x4, width /4 per stage) -> linear projection of every token to
+RGB. High-resolution stages may use grid self-attention (`grid_sizes`) and a locality mask
+(`locality_windows`, static: TransGAN grows it during training). Discriminator: a ViT over
+P x P pixel patches with a CLS token, scored from the CLS output.
+Left out: relative position bias, attention noise, the multi-scale discriminator of the
+NeurIPS code and the super-resolution co-training loss.
+"""
+
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from vitgan_jax.models import layers
+
+OUTPUT_ACTIVATIONS = ('tanh', 'none')
+
+
+def _layer_norm(name):
+  return nn.LayerNorm(epsilon=1e-5, dtype=jnp.float32, name=name)
+
+
+class GeneratorBlock(nn.Module):
+  """Pre-LN block on an H x W token grid: h + GridAttention(LN h), then h + MLP(LN h)."""
+  num_heads: int
+  mlp_dim: int
+  grid_size: int = 0
+  window: int = 0
+  dtype: Optional[Any] = None
+
+  @nn.compact
+  def __call__(self, h, height: int, width: int):
+    attention = layers.GridAttention(self.num_heads, self.grid_size, self.window,
+                                     dtype=self.dtype, name='attention')
+    h = h + attention(_layer_norm('norm1')(h).astype(h.dtype), height, width)
+    mlp = layers.MlpBlock(self.mlp_dim, equalized=False, dtype=self.dtype, name='mlp')
+    return h + mlp(_layer_norm('norm2')(h).astype(h.dtype))
+
+
+class TransGANGenerator(nn.Module):
+  """z (B, latent_dim) -> images (B, H, W, C)."""
+  image_size: int
+  channels: int = 3
+  latent_dim: int = 256
+  width: int = 1024              # stage-1 width; each pixel shuffle divides it by 4
+  depths: Sequence[int] = (5, 4, 2)
+  num_heads: int = 4
+  mlp_ratio: float = 4.0
+  grid_sizes: Sequence[int] = (0, 0, 0)        # per stage; 0 = full attention
+  locality_windows: Sequence[int] = (0, 0, 0)  # per stage; 0 = no mask
+  output_activation: str = 'tanh'
+  dtype: Optional[Any] = None
+
+  def validate(self) -> int:
+    """Checks the fields; returns the side of the first token grid."""
+    layers.check_choice('model.generator.output_activation', self.output_activation,
+                        OUTPUT_ACTIVATIONS)
+    stages = len(self.depths)
+    for field in ('grid_sizes', 'locality_windows'):
+      if len(getattr(self, field)) != stages:
+        raise ValueError(f'model.generator.{field} needs one entry per stage ({stages})')
+    scale = 2 ** (stages - 1)
+    if self.image_size % scale:
+      raise ValueError(f'model.image_size={self.image_size} is not divisible by 2^(stages-1)')
+    last_width = self.width // 4 ** (stages - 1)
+    if self.width % 4 ** (stages - 1) or last_width % self.num_heads:
+      raise ValueError(f'model.generator.width={self.width} must stay divisible by num_heads='
+                       f'{self.num_heads} after {stages - 1} pixel shuffles (/4 each)')
+    for window in self.locality_windows:
+      layers.locality_mask(1, 1, window)  # raises on an even window
+    return self.image_size // scale
+
+  @nn.compact
+  def __call__(self, z, train: bool = False):
+    side = self.validate()
+    dtype = self.dtype or jnp.float32
+    width = self.width
+    h = layers.EqualDense(side * side * width, equalized=False, name='input')(
+        z.astype(jnp.float32)).reshape(z.shape[0], side * side, width)
+    for stage, depth in enumerate(self.depths):
+      if stage:
+        grid = h.reshape(h.shape[0], side, side, width)
+        side, width = side * 2, width // 4
+        h = layers.pixel_shuffle(grid, 2).reshape(h.shape[0], side * side, width)
+      pos = self.param(f'pos_embed{stage}', nn.initializers.normal(0.02), (1, side * side, width))
+      h = (h + pos).astype(dtype)
+      for i in range(depth):
+        h = GeneratorBlock(self.num_heads, int(width * self.mlp_ratio), self.grid_sizes[stage],
+                           self.locality_windows[stage], self.dtype,
+                           name=f'stage{stage}_block{i}')(h, side, side)
+    pixels = layers.EqualDense(self.channels, equalized=False, name='to_rgb')(
+        h.astype(jnp.float32))  # a 1x1 conv on the token grid
+    images = pixels.reshape(h.shape[0], side, side, self.channels)
+    return jnp.tanh(images) if self.output_activation == 'tanh' else images
+
+
+class DiscriminatorBlock(nn.Module):
+  """Pre-LN ViT block with dot-product attention and plain (Xavier-initialized) weights."""
+  num_heads: int
+  mlp_dim: int
+  dtype: Optional[Any] = None
+
+  @nn.compact
+  def __call__(self, h):
+    attention = layers.Attention(self.num_heads, 'dot', equalized=False, dtype=self.dtype,
+                                 name='attention')
+    h = h + attention(_layer_norm('norm1')(h).astype(h.dtype))
+    mlp = layers.MlpBlock(self.mlp_dim, equalized=False, dtype=self.dtype, name='mlp')
+    return h + mlp(_layer_norm('norm2')(h).astype(h.dtype))
+
+
+class TransGANDiscriminator(nn.Module):
+  """images (B, H, W, C) -> logits (B,): P x P patches -> tokens, CLS, position embeddings, ViT."""
+  image_size: int
+  channels: int = 3
+  patch_size: int = 4
+  width: int = 384
+  depth: int = 3
+  num_heads: int = 4
+  mlp_ratio: float = 4.0
+  dtype: Optional[Any] = None
+
+  def validate(self) -> int:
+    return layers.check_patch_grid(self.image_size, self.patch_size,
+                                   'model.discriminator.patch_size')
+
+  @nn.compact
+  def __call__(self, images, train: bool = False):
+    grid = self.validate()
+    dtype = self.dtype or jnp.float32
+    # Flattened P x P x C patches through one dense layer == a conv with kernel = stride = P.
+    h = layers.OverlappingPatchEmbed(self.width, self.patch_size, 0, equalized=False,
+                                     dtype=self.dtype, name='patch_embed')(images.astype(dtype))
+    cls = self.param('cls', nn.initializers.normal(0.02), (1, 1, self.width))
+    h = jnp.concatenate([jnp.broadcast_to(cls, (h.shape[0], 1, self.width)).astype(h.dtype), h],
+                        axis=1)
+    pos = self.param('pos_embed', nn.initializers.normal(0.02), (1, grid * grid + 1, self.width))
+    h = h + pos.astype(h.dtype)
+    for i in range(self.depth):
+      h = DiscriminatorBlock(self.num_heads, int(self.width * self.mlp_ratio), self.dtype,
+                             name=f'block{i}')(h)
+    cls_out = _layer_norm('final_norm')(h[:, 0])
+    return layers.EqualDense(1, equalized=False, name='head')(cls_out)[:, 0].astype(jnp.float32)
