@@ -10,10 +10,20 @@ from typing import Callable, Dict
 
 import jax.numpy as jnp
 
-from vitgan_jax.models import vit_discriminator, vit_generator
+from vitgan_jax.models import ladagan, stylegan2, transgan, vit_discriminator, vit_generator
 
-GENERATORS: Dict[str, Callable] = {'vitgan': vit_generator.ViTGenerator}
-DISCRIMINATORS: Dict[str, Callable] = {'vitgan': vit_discriminator.ViTDiscriminator}
+GENERATORS: Dict[str, Callable] = {
+    'vitgan': vit_generator.ViTGenerator,
+    'stylegan2': stylegan2.StyleGAN2Generator,
+    'transgan': transgan.TransGANGenerator,
+    'ladagan': ladagan.LadaGANGenerator,
+}
+DISCRIMINATORS: Dict[str, Callable] = {
+    'vitgan': vit_discriminator.ViTDiscriminator,
+    'stylegan2': stylegan2.StyleGAN2Discriminator,
+    'transgan': transgan.TransGANDiscriminator,
+    'ladagan': ladagan.LadaGANDiscriminator,
+}
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
