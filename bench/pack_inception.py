@@ -34,7 +34,7 @@ def pack(params):
 def check(original, packed_path, data_path, num_images, batch_size):
   """Max feature difference and FID(half A, half B) with the original vs the packed weights."""
   from vitgan_jax import evaluation  # pylint: disable=g-import-not-at-top
-  packed, _ = common.load_inception(packed_path)
+  packed, _, _ = common.load_inception(packed_path)
   images = np.load(data_path)['x'][:num_images]
   half = len(images) // 2
   out = {}

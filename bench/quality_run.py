@@ -186,7 +186,7 @@ def parse_args(argv=None):
   args = parser.parse_args(argv)
   quick = args.quick
   defaults = dict(config='configs/smoke.py' if quick else 'configs/vitgan_cifar10.py',
-                  minutes=2.0 if quick else 8.5, eval_every_s=30 if quick else 120,
+                  minutes=2.0 if quick else 8.5, eval_every_s=30 if quick else 60,
                   fid_samples=128 if quick else 5000, fid_batch_size=32 if quick else 500,
                   steps_per_check=5 if quick else 50, log_every=20 if quick else 1000,
                   inception_weights='tiny' if quick else 'auto')

@@ -36,7 +36,8 @@ else
   part train_throughput $(( ${THROUGHPUT_BUDGET_S:-210} + 60 )) "$PYTHON" \
     bench/train_throughput.py --budget_s "${THROUGHPUT_BUDGET_S:-210}"
   part fid_speed 150 "$PYTHON" bench/fid_speed.py --num_samples "${FID_SAMPLES:-50000}"
-  part quality_run 170 "$PYTHON" bench/quality_run.py --minutes "${QUALITY_MINUTES:-1.5}"
+  part quality_run 170 "$PYTHON" bench/quality_run.py --minutes "${QUALITY_MINUTES:-1.5}" \
+    --eval_every_s 30
 fi
 
 MERGED=$("$PYTHON" bench/merge_results.py "$PARTS"/train_throughput.json \
