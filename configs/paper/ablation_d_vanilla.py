@@ -1,0 +1,14 @@
+"""ViTGAN paper, discriminator ablation (CIFAR-10 32x32), row "vanilla ViT D: dot-product
+attention, plain SN, no overlap, R1 instead of ISN".
+
+Paper's number: not found (the discriminator ablation exists only as an image, PAPER.md Sec. 3).
+G and the training recipe are ViTGAN's.
+"""
+
+from configs.paper import common
+
+
+def get_config():
+  config = common.vitgan('cifar10')
+  common.use_vanilla_vit_discriminator(config)
+  return config
