@@ -104,7 +104,9 @@ def get_config():
   config.eval.num_samples = 50_000     # FID-50k
   config.eval.batch_size = 500
   config.eval.inception_weights = ''   # '' = look in $VITGAN_CACHE / ~/.cache/vitgan_jax
-  config.eval.reference_stats = ''     # .npz with mu/sigma; '' = compute from config.data
+  config.eval.reference_stats = ''     # .npz of mu/sigma (made there if absent); '' = cache dir
+  config.eval.reference_num_samples = 50_000  # first N training images (0 = all); all of CIFAR-10
+  config.eval.seed = 0                 # the same z at every evaluation
 
   config.checkpoint = ml_collections.ConfigDict()
   config.checkpoint.every_steps = 5000

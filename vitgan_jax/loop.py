@@ -93,7 +93,7 @@ def _open_data(config, batch_size: int, start_step: int, arrays):
   return itertools.chain([first], data)
 
 
-def _make_evaluator(config, generator, mesh):
+def _make_evaluator(config, generator, mesh, arrays):
   """evaluator(state) -> {'fid': ..., ...} when eval.every_steps > 0, else None."""
   if config.eval.every_steps <= 0:
     return None
@@ -103,7 +103,7 @@ def _make_evaluator(config, generator, mesh):
     raise errors.ConfigError(
         f'eval.every_steps={config.eval.every_steps} needs vitgan_jax.evaluation.train_eval '
         f'({e}); set --config.eval.every_steps=0 to train without FID') from e
-  return train_eval.make_evaluator(config, generator, mesh)
+  return train_eval.make_evaluator(config, generator, mesh, arrays=arrays)
 
 
 def _fixed_latents(config) -> jax.Array:
@@ -159,7 +159,7 @@ def run(config, workdir: str, *, arrays=None, writer=None):
     resumed = start_step is not None
     start_step = int(start_step or 0)
     data = _open_data(config, batch_size, start_step, arrays)
-    evaluator = _make_evaluator(config, generator, mesh)
+    evaluator = _make_evaluator(config, generator, mesh, arrays)
     differences = (checkpoint.config_differences(checkpoint.read_run_config(workdir), config)
                    if resumed else [])
     if resumed:

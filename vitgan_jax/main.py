@@ -1,10 +1,12 @@
 """Command line: `vitgan-train --config configs/vitgan_cifar10.py --workdir /tmp/run`.
 
 --mode train (default) trains, or resumes from the workdir's latest checkpoint; --mode sample
-writes a PNG grid and an .npz of uint8 samples from the latest checkpoint. Any config field
-can be overridden, e.g. `--config.training.batch_size=64`. Bad input (unknown config key,
-missing dataset, wrong image shape, a workdir of another model, a NaN loss...) ends with one
-line `error: <message>` on stderr and exit status 1; SIGTERM saves a checkpoint and exits 0.
+writes a PNG grid and an .npz of uint8 samples from the latest checkpoint; --mode eval prints
+FID / IS / KID of it and writes workdir/eval/step_<N>.json (--step N or --best pick another).
+Any config field can be overridden, e.g. `--config.training.batch_size=64`. Bad input (unknown
+config key, missing dataset, wrong image shape, a workdir of another model, a NaN loss...) ends
+with one line `error: <message>` on stderr and exit status 1; SIGTERM saves a checkpoint and
+exits 0.
 """
 
 import os
@@ -19,6 +21,8 @@ config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and samples (may be gs://).')
 flags.DEFINE_enum('mode', 'train', ['train', 'sample', 'eval'], 'What to do.')
 flags.DEFINE_integer('num_samples', 64, '--mode sample: how many images.')
+flags.DEFINE_integer('step', None, '--mode sample/eval: this checkpoint step, not the latest.')
+flags.DEFINE_bool('best', False, '--mode sample/eval: the best-FID checkpoint (checkpoints_best).')
 flags.DEFINE_string('coordinator_address', None, 'Multi-host: jax.distributed coordinator.')
 flags.DEFINE_integer('num_processes', None, 'Multi-host: number of processes.')
 flags.DEFINE_integer('process_id', None, 'Multi-host: this process.')
@@ -104,7 +108,8 @@ def _run_mode(config, workdir, mode):
   elif mode == 'sample':
     from vitgan_jax import sample  # pylint: disable=g-import-not-at-top
     import numpy as np  # pylint: disable=g-import-not-at-top
-    images = sample.generate(config, workdir, FLAGS.num_samples, seed=config.training.seed)
+    images = sample.generate(config, workdir, FLAGS.num_samples, seed=config.training.seed,
+                             step=FLAGS.step, best=FLAGS.best)
     rows = max(int(len(images) ** 0.5), 1)
     path = os.path.join(workdir, 'samples', 'sample_grid.png')
     sample.save_png(path, sample.image_grid(images, rows))
@@ -112,7 +117,7 @@ def _run_mode(config, workdir, mode):
     print(f'Wrote {len(images)} samples to {path} and samples.npz', flush=True)
   else:
     from vitgan_jax.evaluation import run_eval  # pylint: disable=g-import-not-at-top
-    run_eval.evaluate_workdir(config, workdir)
+    run_eval.evaluate_workdir(config, workdir, step=FLAGS.step, best=FLAGS.best)
 
 
 def run():

@@ -38,11 +38,11 @@ def save_png(path: str, image: np.ndarray) -> None:
 
 
 def generate(config, workdir: str, num_samples: int, seed: int = 0, use_ema: bool = True,
-             batch_size: int = 256, step=None) -> np.ndarray:
-  """uint8 samples (N, H, W, C) from the latest (or given) checkpoint in `workdir`."""
+             batch_size: int = 256, step=None, best: bool = False) -> np.ndarray:
+  """uint8 samples (N, H, W, C) from the latest (or `step`, or best-FID) checkpoint."""
   import jax  # pylint: disable=g-import-not-at-top
   from vitgan_jax import checkpoint, train  # pylint: disable=g-import-not-at-top
-  state, generator = checkpoint.restore_for_inference(config, workdir, step=step)
+  state, generator = checkpoint.restore_for_inference(config, workdir, step=step, best=best)
   sample = train.sample_fn(generator, use_ema)
   rng = jax.random.PRNGKey(seed)
   out = []

@@ -191,6 +191,11 @@ class FeatureExtractor:
         in_shardings=(replicated, self._data_sharding),
         out_shardings=replicated)
 
+  @property
+  def params(self):
+    """The Inception weights (replicated on the mesh)."""
+    return self._params
+
   def _dispatch(self, images):
     """Pads to a full batch and starts the (asynchronous) device computation."""
     images = np.asarray(images)

@@ -1,0 +1,152 @@
+"""FID of a generator during training and from a workdir (vitgan_jax/evaluation/train_eval.py,
+run_eval.py), with a tiny exact feature network standing in for the Inception."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+import scipy.linalg
+
+from configs import smoke
+from vitgan_jax import errors, loop, sharding, train
+from vitgan_jax.evaluation import metrics, run_eval, train_eval
+from tests.evaluation.test_metrics import TinyFeatures, _tiny_numpy
+
+
+def tiny_config(num_samples=12):
+  config = smoke.get_config()
+  config.data.source = 'arrays'
+  config.model.image_size = 16
+  for part in (config.model.generator, config.model.discriminator):
+    part.width, part.mlp_dim, part.num_heads, part.depth = 16, 32, 2, 1
+  g = config.model.generator
+  g.latent_dim, g.fourier_dim, g.inr_hidden, g.mapping_layers = 8, 16, 16, 1
+  config.augment.policy, config.loss.bcr_real, config.loss.bcr_fake = 'translation', 0.0, 0.0
+  config.training.batch_size = 8
+  config.logging.sample_every_steps = 0
+  config.eval.num_samples, config.eval.batch_size = num_samples, 8
+  config.eval.reference_num_samples = 20
+  return config
+
+
+def real_images(n=24):
+  return np.random.default_rng(0).integers(0, 256, (n, 16, 16, 3), np.uint8)
+
+
+def tiny_extractor(mesh=None):
+  return metrics.FeatureExtractor({'w': np.ones((6, 4), np.float32)}, batch_size=8, mesh=mesh,
+                                  model=TinyFeatures())
+
+
+def direct_fid(a, b):
+  """FID written out from its definition, in float64."""
+  mu1, mu2 = a.mean(0), b.mean(0)
+  s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+  covmean = scipy.linalg.sqrtm(s1 @ s2).real
+  return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
+
+
+def initial_state(config, mesh):
+  generator, discriminator = train.create_models(config)
+  g_tx, d_tx = train.create_optimizers(config)
+  state = jax.jit(lambda r: train.create_train_state(config, r, generator, discriminator, g_tx,
+                                                     d_tx),
+                  out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(0))
+  return generator, state
+
+
+def test_evaluator_equals_fid_written_out():
+  """Same z as the evaluator draws (fixed seed, one split per batch), samples to uint8, FID."""
+  config = tiny_config()
+  mesh = sharding.create_mesh()
+  generator, state = initial_state(config, mesh)
+  data = real_images()
+  evaluator = train_eval.make_evaluator(config, generator, mesh, arrays=data,
+                                        extractor=tiny_extractor(mesh))
+  results = evaluator(state)
+  assert set(results) == {'fid', 'kid', 'kid_std', 'is', 'is_std', 'eval_seconds'}
+
+  key, samples = jax.random.PRNGKey(config.eval.seed), []
+  for _ in range(2):  # 12 samples in batches of 8, the surplus dropped
+    key, sub = jax.random.split(key)
+    z = jax.random.normal(sub, (8, config.model.generator.latent_dim))
+    x = np.asarray(generator.apply({'params': state.ema_params, **state.g_state}, z))
+    samples.append(np.clip(np.rint((x + 1) * 127.5), 0, 255).astype(np.uint8))
+  samples = np.concatenate(samples)[:12]
+  assert samples.std() > 0
+  expected = direct_fid(_tiny_numpy(samples), _tiny_numpy(data[:20]))
+  assert results['fid'] == pytest.approx(expected, rel=1e-5)
+  assert evaluator(state)['fid'] == results['fid']  # the same z every time
+
+
+def test_reference_stats_cached_by_dataset_and_weights(tmp_path, monkeypatch):
+  monkeypatch.setenv('VITGAN_CACHE', str(tmp_path / 'cache'))
+  np.savez(tmp_path / 'train.npz', x=real_images())
+  config = tiny_config()
+  config.data.source, config.data.path = 'npz', str(tmp_path / 'train.npz')
+  extractor = tiny_extractor()
+  first = train_eval.load_reference_stats(config, extractor)
+  cached = list((tmp_path / 'cache' / 'fid_stats').iterdir())
+  assert len(cached) == 1 and 'train-' in cached[0].name and '16px-20' in cached[0].name
+  np.testing.assert_allclose(first.mu, _tiny_numpy(real_images()[:20]).mean(0), rtol=1e-6)
+
+  def no_reads(*args, **kwargs):
+    raise AssertionError('cached statistics were recomputed')
+  monkeypatch.setattr('vitgan_jax.input_pipeline.load_images', no_reads)
+  again = train_eval.load_reference_stats(config, extractor)
+  np.testing.assert_array_equal(again.sigma, first.sigma)
+
+  config.eval.reference_stats = str(tmp_path / 'mine' / 'ref.npz')  # explicit file: used as is
+  metrics.Stats(mu=first.mu + 1, sigma=first.sigma, num=20).save(config.eval.reference_stats)
+  np.testing.assert_array_equal(
+      train_eval.load_reference_stats(config, extractor).mu, first.mu + 1)
+
+
+def test_missing_inception_weights_is_a_one_line_config_error(tmp_path, monkeypatch):
+  monkeypatch.setenv('VITGAN_CACHE', str(tmp_path))
+  monkeypatch.delenv('VITGAN_INCEPTION_PT', raising=False)
+  with pytest.raises(errors.ConfigError, match='pt_inception-2015-12-05.*default_1.pt'):
+    train_eval.make_feature_extractor(tiny_config(), sharding.create_mesh())
+
+
+def test_eval_mode_without_reference_data_says_what_to_set(tmp_path):
+  with pytest.raises(errors.ConfigError, match='eval.reference_stats'):
+    run_eval.evaluate_workdir(tiny_config(), str(tmp_path))
+
+
+def test_training_logs_fid_keeps_best_and_eval_mode_reproduces_it(tmp_path, monkeypatch):
+  """2 steps with FID at each: scalars logged, checkpoints_best kept; --mode eval's JSON on the
+  best checkpoint gives the FID that training logged for it."""
+  monkeypatch.setattr(train_eval, 'make_feature_extractor',
+                      lambda config, mesh: tiny_extractor(mesh))
+  config = tiny_config()
+  config.training.num_steps, config.eval.every_steps = 2, 1
+  config.logging.every_steps, config.checkpoint.every_steps = 1, 1
+  logged = {}
+
+  class Writer:
+    def write_scalars(self, step, scalars):
+      logged.setdefault(int(step), {}).update({k: float(v) for k, v in scalars.items()})
+    def write_images(self, *args):
+      pass
+    def write_hparams(self, *args):
+      pass
+    def flush(self):
+      pass
+
+  workdir = str(tmp_path / 'run')
+  loop.run(config, workdir, arrays=real_images(), writer=Writer())
+  fids = {step: logged[step]['fid'] for step in (1, 2)}
+  assert all(np.isfinite(list(fids.values()))) and 'kid' in logged[2] and 'is' in logged[2]
+  best_step = min(fids, key=fids.get)
+  assert os.listdir(os.path.join(workdir, 'checkpoints_best')) == [str(best_step)]
+
+  record = run_eval.evaluate_workdir(config, workdir, best=True, arrays=real_images(),
+                                     extractor=tiny_extractor())
+  assert record['step'] == best_step and record['checkpoint'] == 'best'
+  assert record['fid'] == pytest.approx(fids[best_step], rel=1e-6)
+  path = os.path.join(workdir, 'eval', f'step_{best_step:08d}_best.json')
+  with open(path) as f:
+    assert json.load(f)['fid'] == record['fid']
