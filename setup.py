@@ -8,7 +8,7 @@ setup(
     description='Train and evaluate ViTGAN (Lee et al., ICLR 2022) and other transformer GANs '
                 'in JAX/Flax on TPU, GPU and CPU.',
     packages=find_packages(include=['vitgan_jax', 'vitgan_jax.*', 'configs', 'configs.*']),
-    python_requires='>=3.10',
+    python_requires='>=3.11',
     install_requires=[
         'jax>=0.10.2',
         'flax>=0.12.8',

@@ -60,7 +60,7 @@ def get_config():
   config.model.discriminator = get_discriminator_config()
 
   config.data = ml_collections.ConfigDict()
-  config.data.source = 'tfds'   # 'tfds' | 'folder' | 'npz' | 'arrays'
+  config.data.source = 'tfds'   # 'tfds' | 'folder' | 'npz' | 'arrays' | 'random' (noise)
   config.data.name = 'cifar10'  # TFDS name
   config.data.split = 'train'
   config.data.data_dir = ''     # TFDS data_dir (may be gs://); '' = TFDS default

@@ -1,4 +1,4 @@
-"""Tiny ViTGAN on the real 32x32 .npz subset (or random arrays): runs on a laptop CPU in ~a minute.
+"""Tiny ViTGAN on the real 32x32 .npz subset (or noise images): runs on a laptop CPU in ~a minute.
 
 Same code path and losses as the paper configs, with a model small enough for a quick check.
 """
@@ -25,12 +25,12 @@ def get_config():
   config.model.generator.mapping_layers = 2
   config.model.generator.fourier_dim = 32
   config.model.generator.inr_hidden = 32
-  # The repo's sample data when present; otherwise random arrays, so it never needs a download.
+  # The shared sample data when present; otherwise fixed noise images (a plumbing check only).
   if os.path.exists(_NPZ):
     config.data.source = 'npz'
     config.data.path = os.path.abspath(_NPZ)
   else:
-    config.data.source = 'arrays'
+    config.data.source = 'random'
   config.training.batch_size = 16
   config.training.num_steps = 60
   config.training.ema_kimg = 0.5

@@ -295,3 +295,13 @@ def test_center_crop_conventions():
   out = input_pipeline._tf_fit_image(tf, tf.constant(face), image_size=64, channels=3,
                                      crop_size=108, resize_mode='center_crop')
   np.testing.assert_array_equal(out.numpy(), np.full((64, 64, 3), 90.0))
+
+
+def test_random_source_is_fixed_noise_of_the_model_shape():
+  config = _config(source='random', image_size=16, channels=3)
+  first = next(input_pipeline.create_dataset(config, batch_size=4, seed=0))['image']
+  again = next(input_pipeline.create_dataset(config, batch_size=4, seed=0))['image']
+  assert first.shape == (4, 16, 16, 3) and first.min() >= -1 and first.max() <= 1
+  np.testing.assert_array_equal(first, again)
+  images = input_pipeline.load_images(config, max_images=10)
+  assert images.shape == (10, 16, 16, 3) and images.dtype == np.uint8 and images.std() > 50

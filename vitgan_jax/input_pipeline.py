@@ -1,7 +1,7 @@
 """Training images as per-process numpy batches: {'image': float32 [B/P, H, W, C] in [-1, 1]}.
 
 Two back ends behind `create_dataset`:
-- 'arrays' / 'npz': pure numpy, never imports TensorFlow (the GPU machines lack it). The
+- 'arrays' / 'npz' / 'random': pure numpy, never imports TensorFlow (the GPU machines lack it). The
   order is a pure function of (seed, step), so resuming at any step is exact and free.
 - 'tfds' / 'folder': tf.data, imported lazily; sharded per process, seeded shuffle.
 Images are fitted to model.image_size by a center crop to a square (or a dataset's
@@ -68,7 +68,18 @@ def _load_npz(path):
     return data['x']
 
 
+RANDOM_IMAGES = 1024  # size of data.source 'random'
+
+
+def random_images(config, num_images=RANDOM_IMAGES):
+  """data.source 'random': fixed uint8 noise images, for plumbing checks without any dataset."""
+  shape = (num_images, config.model.image_size, config.model.image_size, config.model.channels)
+  return np.random.default_rng(1234).integers(0, 256, shape, np.uint8)
+
+
 def _load_numpy_images(config, arrays):
+  if config.data.source == 'random':
+    return random_images(config)
   if config.data.source == 'arrays':
     if arrays is None:
       raise ValueError("data.source is 'arrays' but no arrays= were given.")
@@ -228,7 +239,7 @@ def create_dataset(config, *, batch_size, seed, start_step=0, process_index=None
   process_index, process_count = _process_info(process_index, process_count)
   _local_batch_size(batch_size, process_count)
   source = config.data.source
-  if source in ('arrays', 'npz'):
+  if source in ('arrays', 'npz', 'random'):
     return _numpy_batches(
         _load_numpy_images(config, arrays), batch_size=batch_size, seed=seed,
         start_step=start_step, process_index=process_index, process_count=process_count,
@@ -236,8 +247,8 @@ def create_dataset(config, *, batch_size, seed, start_step=0, process_index=None
   if source in ('tfds', 'folder'):
     return _tf_batches(config, batch_size=batch_size, seed=seed, start_step=start_step,
                        process_index=process_index, process_count=process_count)
-  raise ValueError(f"Unknown data.source {source!r}; use 'tfds', 'folder', 'npz' or "
-                   "'arrays'.")
+  raise ValueError(f"Unknown data.source {source!r}; use 'tfds', 'folder', 'npz', 'arrays' "
+                   "or 'random'.")
 
 
 def _pil_fit_image(path, *, image_size, channels, crop_size, resize_mode):
@@ -263,7 +274,7 @@ def load_images(config, *, arrays=None, max_images=None):
   """
   source = config.data.source
   size, channels = config.model.image_size, config.model.channels
-  if source in ('arrays', 'npz'):
+  if source in ('arrays', 'npz', 'random'):
     images = _load_numpy_images(config, arrays)
     return images[:max_images]
   if source == 'folder':
@@ -281,5 +292,5 @@ def load_images(config, *, arrays=None, max_images=None):
     ds = ds.map(lambda encoded: tf.cast(fit(decode(encoded)), tf.uint8),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return np.concatenate(list(tfds.as_numpy(ds.batch(1024))))
-  raise ValueError(f"Unknown data.source {source!r}; use 'tfds', 'folder', 'npz' or "
-                   "'arrays'.")
+  raise ValueError(f"Unknown data.source {source!r}; use 'tfds', 'folder', 'npz', 'arrays' "
+                   "or 'random'.")

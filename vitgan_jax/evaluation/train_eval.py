@@ -35,6 +35,8 @@ def _dataset_key(config) -> str:
   data = config.data
   if data.source == 'tfds':
     return data.name
+  if data.source == 'random':
+    return 'random_noise'
   if data.source in ('npz', 'folder'):
     path = os.path.abspath(data.path)
     digest = hashlib.sha256(path.encode()).hexdigest()[:10]
