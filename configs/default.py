@@ -93,6 +93,7 @@ def get_config():
   config.loss.r1_every = 1            # lazy R1 interval (weight scaled by the interval)
   config.loss.lecam = 0.0             # LeCam helps but was left out of the paper's runs [T]
   config.loss.lecam_decay = 0.99      # EMA decay of LeCam's anchors
+  config.loss.sr_weight = 0.0         # TransGAN's super-resolution co-training (MSE), 0 = off
 
   config.augment = ml_collections.ConfigDict()
   config.augment.policy = 'translation,color,cutout,scale'  # DiffAugment [T]

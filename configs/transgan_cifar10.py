@@ -9,7 +9,9 @@ batch of 128; ours is the non-saturating loss (the only one in train.py), no wei
 batch size. Its NeurIPS D is multi-scale (patch 2); ours is a single-scale ViT. The patch size
 follows the issue's 8 x 8 pixels; TransGAN v1's D (models/ViT_8_8.py) cuts an 8 x 8 grid of
 4 x 4-pixel patches (patch_size=4). Its G attends globally at every CIFAR stage (window 8/16/32),
-so grid attention and locality masks are off; the SR co-training loss is not implemented.
+so grid attention and locality masks are off. Super-resolution co-training (TransGAN paper,
+MSE weight 50) is off here; `--config.model.generator.super_resolution=True
+--config.loss.sr_weight=50` turns it on.
 """
 
 import ml_collections
@@ -28,6 +30,7 @@ def get_generator_config():
   g.grid_sizes = (0, 0, 0)         # full attention: windows 8/16/32 cover each stage's grid
   g.locality_windows = (0, 0, 0)   # locality-aware init masks off (TransGAN grows them to global)
   g.output_activation = 'tanh'     # TransGAN's code ends linear; tanh keeps images in [-1, 1]
+  g.super_resolution = False       # low-res input for SR co-training (with loss.sr_weight)
   return g
 
 

@@ -157,3 +157,27 @@ def test_eight_devices_match_one_device():
   result = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
                           timeout=600)
   assert result.returncode == 0 and 'OK' in result.stdout, result.stdout + result.stderr[-3000:]
+
+
+def test_transgan_super_resolution_loss_is_the_mse_of_the_upsampled_real_batch():
+  """loss.sr_weight: g_loss = adversarial + 50 * MSE(G(avg-pool_4(x)), x), on the step's G."""
+  from configs import transgan_cifar10  # pylint: disable=g-import-not-at-top
+  config = transgan_cifar10.get_config()
+  config.data.source, config.training.batch_size, config.training.n_critic = 'arrays', 4, 1
+  g, d = config.model.generator, config.model.discriminator
+  g.latent_dim, g.width, g.depths, g.num_heads, g.super_resolution = 16, 64, (1, 1, 1), 2, True
+  d.width, d.depth, d.num_heads = 16, 1, 2
+  config.loss.sr_weight = 50.0
+  generator, state, step = build(config)
+  real = jax.random.uniform(jax.random.PRNGKey(3), (4, 32, 32, 3), minval=-1)
+  _, metrics = step(state, {'image': real})
+  low_res = np.asarray(real).reshape(4, 8, 4, 8, 4, 3).mean(axis=(2, 4))  # 4x4 block means
+  upsampled = generator.apply({'params': state.g_params, **state.g_state}, None, low_res=low_res)
+  expected = np.mean((np.asarray(upsampled, np.float64) - np.asarray(real)) ** 2)
+  assert float(metrics['sr_mse']) == pytest.approx(expected, rel=1e-5)
+  assert float(metrics['g_loss']) == pytest.approx(
+      float(metrics['g_adv_loss']) + 50 * expected, rel=1e-5)
+  config.model.generator.super_resolution = False
+  generator, discriminator = train.create_models(config)
+  with pytest.raises(ValueError, match='loss.sr_weight=50.0 needs'):
+    train.make_train_step(config, generator, discriminator, *train.create_optimizers(config))

@@ -60,3 +60,9 @@ def update_lecam_anchors(anchor_real, anchor_fake, real_logits, fake_logits, dec
   new_real = decay * anchor_real + (1.0 - decay) * jnp.mean(_flat(real_logits))
   new_fake = decay * anchor_fake + (1.0 - decay) * jnp.mean(_flat(fake_logits))
   return new_real, new_fake
+
+
+def average_pool(images: jax.Array, factor: int) -> jax.Array:
+  """NHWC images averaged over factor x factor blocks (the low-res input of SR co-training)."""
+  b, h, w, c = images.shape
+  return images.reshape(b, h // factor, factor, w // factor, factor, c).mean(axis=(2, 4))

@@ -96,6 +96,11 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh=None) -> 
   augment_lib.parse_policy(ac.policy)  # fail now, naming the bad op, not inside jit
   augment_lib.parse_policy(ac.bcr_policy)
   use_bcr = lc.bcr_real > 0 or lc.bcr_fake > 0
+  sr_weight = lc.get('sr_weight', 0.0)
+  if sr_weight > 0 and not getattr(generator, 'super_resolution', False):
+    raise ValueError(f'loss.sr_weight={sr_weight} needs a generator with a super-resolution '
+                     "input: model.generator.name='transgan' with super_resolution=True")
+  sr_factor = config.model.image_size // generator.validate() if sr_weight > 0 else 0
   batch_spec = sharding.data_sharded(mesh) if mesh is not None else None
 
   def constrain(x):  # keep per-example work split over devices like the batch
@@ -135,13 +140,20 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh=None) -> 
     aux['d_loss'] = loss
     return loss, (aux, new_d_state, real_logits, fake_logits)
 
-  def g_loss_fn(g_params, g_state, d_params, d_state, z, rng):
+  def g_loss_fn(g_params, g_state, d_params, d_state, z, rng, real):
     fake, new_g_state = generator.apply({'params': g_params, **g_state}, z, train=True,
                                         mutable=list(g_state))
     inputs = constrain(augment_lib.augment(fake, rng, ac.policy, ac.p))
     logits = discriminator.apply({'params': d_params, **d_state}, inputs)
     loss = losses.g_logistic_loss(logits)
-    return loss, ({'g_loss': loss}, new_g_state)
+    aux = {'g_adv_loss': loss}
+    if sr_weight > 0:  # TransGAN's co-training: the real image back from its low-res version
+      upsampled = generator.apply({'params': g_params, **new_g_state}, None, train=True,
+                                  low_res=losses.average_pool(real, sr_factor))
+      aux['sr_mse'] = jnp.mean(jnp.square(upsampled.astype(jnp.float32) - real))
+      loss += sr_weight * aux['sr_mse']
+    aux['g_loss'] = loss
+    return loss, (aux, new_g_state)
 
   def train_step(state: TrainState, batch) -> Tuple[TrainState, Dict[str, jax.Array]]:
     real = constrain(batch['image'].astype(jnp.float32))
@@ -168,7 +180,7 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh=None) -> 
     k_z, k_g = jax.random.split(jax.random.fold_in(step_rng, config.training.n_critic))
     z = constrain(jax.random.normal(k_z, (batch_size, latent_dim(config))))
     (_, (g_aux, g_state)), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
-        state.g_params, state.g_state, d_params, d_state, z, k_g)
+        state.g_params, state.g_state, d_params, d_state, z, k_g, real)
     g_updates, g_opt_state = g_tx.update(g_grads, state.g_opt_state, state.g_params)
     g_params = optax.apply_updates(state.g_params, g_updates)
     beta = ema_beta(config, state.step)

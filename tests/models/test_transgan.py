@@ -146,3 +146,20 @@ def test_discriminator_scores_each_image_alone():
   changed = apply(variables, images.at[0].set(0.0))
   assert abs(float(changed[0] - logits[0])) > 1e-6
   np.testing.assert_allclose(changed[1:], logits[1:], rtol=1e-6)
+
+
+def test_super_resolution_input_replaces_the_z_tokens():
+  generator = tiny_generator(super_resolution=True)
+  z = jax.random.normal(jax.random.PRNGKey(0), (2, 16))
+  variables = generator.init(jax.random.PRNGKey(1), z)
+  assert variables['params']['low_res_embed']['kernel'].shape == (3, 64)
+  low_res = jax.random.uniform(jax.random.PRNGKey(2), (2, 8, 8, 3), minval=-1)
+  out = generator.apply(variables, None, low_res=low_res)
+  assert out.shape == (2, 32, 32, 3)
+  np.testing.assert_array_equal(out[1], generator.apply(variables, None, low_res=low_res[1:])[0])
+  assert not np.allclose(out[0], out[1])  # each output follows its own low-res input
+  with pytest.raises(ValueError, match='low_res must be'):
+    generator.apply(variables, None, low_res=low_res[:, :4, :4])
+  plain = tiny_generator()
+  with pytest.raises(ValueError, match='super_resolution=True'):
+    plain.apply(plain.init(jax.random.PRNGKey(1), z), None, low_res=low_res)

@@ -5,8 +5,11 @@ pixel-shuffle upsampling (sequence x4, width /4 per stage) -> linear projection 
 RGB. High-resolution stages may use grid self-attention (`grid_sizes`) and a locality mask
 (`locality_windows`, static: TransGAN grows it during training). Discriminator: a ViT over
 P x P pixel patches with a CLS token, scored from the CLS output.
-Left out: relative position bias, attention noise, the multi-scale discriminator of the
-NeurIPS code and the super-resolution co-training loss.
+With `super_resolution`, G also takes a low-resolution image (the real image average-pooled to
+the first token grid, embedded per pixel in place of the z tokens) and must reproduce the full
+image through the same stages: TransGAN's super-resolution co-training (loss.sr_weight, MSE).
+Left out: relative position bias, attention noise and the multi-scale discriminator of the
+NeurIPS code.
 """
 
 from typing import Any, Optional, Sequence
@@ -52,6 +55,7 @@ class TransGANGenerator(nn.Module):
   grid_sizes: Sequence[int] = (0, 0, 0)        # per stage; 0 = full attention
   locality_windows: Sequence[int] = (0, 0, 0)  # per stage; 0 = no mask
   output_activation: str = 'tanh'
+  super_resolution: bool = False   # also accept low_res= (SR co-training, loss.sr_weight)
   dtype: Optional[Any] = None
 
   def validate(self) -> int:
@@ -74,12 +78,25 @@ class TransGANGenerator(nn.Module):
     return self.image_size // scale
 
   @nn.compact
-  def __call__(self, z, train: bool = False):
+  def __call__(self, z, train: bool = False, low_res=None):
+    """Images from z, or, with low_res (B, s, s, C) at the first grid's side s, its upsampling."""
     side = self.validate()
     dtype = self.dtype or jnp.float32
     width = self.width
-    h = layers.EqualDense(side * side * width, equalized=False, name='input')(
-        z.astype(jnp.float32)).reshape(z.shape[0], side * side, width)
+    if self.super_resolution:
+      embed_low_res = layers.EqualDense(width, equalized=False, name='low_res_embed')
+      if low_res is None and self.is_initializing():
+        embed_low_res(jnp.zeros((1, self.channels)))  # create its params at init
+    elif low_res is not None:
+      raise ValueError('low_res= needs model.generator.super_resolution=True')
+    if low_res is not None:
+      if low_res.shape[1:] != (side, side, self.channels):
+        raise ValueError(f'low_res must be (B, {side}, {side}, {self.channels}), got '
+                         f'{low_res.shape}')
+      h = embed_low_res(low_res.astype(jnp.float32).reshape(low_res.shape[0], side * side, -1))
+    else:
+      h = layers.EqualDense(side * side * width, equalized=False, name='input')(
+          z.astype(jnp.float32)).reshape(z.shape[0], side * side, width)
     for stage, depth in enumerate(self.depths):
       if stage:
         grid = h.reshape(h.shape[0], side, side, width)
