@@ -150,3 +150,36 @@ def test_training_logs_fid_keeps_best_and_eval_mode_reproduces_it(tmp_path, monk
   path = os.path.join(workdir, 'eval', f'step_{best_step:08d}_best.json')
   with open(path) as f:
     assert json.load(f)['fid'] == record['fid']
+
+
+EIGHT_DEVICES = '''
+import jax, sys
+sys.path.insert(0, {root!r})
+from tests.evaluation import test_train_eval as t
+from vitgan_jax import sharding
+from vitgan_jax.evaluation import train_eval
+assert jax.device_count() == 8
+config = t.tiny_config(num_samples=20)
+fids = []
+for devices in (jax.devices()[:1], jax.devices()):
+  mesh = sharding.create_mesh(devices)
+  generator, state = t.initial_state(config, mesh)
+  evaluator = train_eval.make_evaluator(config, generator, mesh, arrays=t.real_images(),
+                                        extractor=t.tiny_extractor(mesh))
+  fids.append(evaluator(state)['fid'])
+print('FIDS', fids)
+assert abs(fids[0] - fids[1]) <= 1e-4 * fids[0], fids
+print('OK')
+'''
+
+
+def test_evaluator_on_eight_devices_equals_one_device():
+  """Samples sharded over 8 devices (batch 8 -> 1 per device) give the 1-device FID."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             XLA_FLAGS='--xla_force_host_platform_device_count=8')
+  result = subprocess.run([sys.executable, '-c', EIGHT_DEVICES.format(root=root)], env=env,
+                          capture_output=True, text=True, timeout=600, cwd=root)
+  assert result.returncode == 0 and 'OK' in result.stdout, result.stdout + result.stderr[-3000:]

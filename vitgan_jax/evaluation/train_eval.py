@@ -6,6 +6,7 @@ and fed to the FID Inception. Reference statistics of the training data are comp
 cached by (dataset, split, resolution, count, Inception weights).
 """
 
+import functools
 import hashlib
 import os
 import time
@@ -82,14 +83,14 @@ def make_sampler(config, generator, mesh):
   latent_dim = config.model.generator.latent_dim
   out = sharding.data_sharded(mesh)
 
-  @jax.jit
-  def images(state, z):
+  @functools.partial(jax.jit, static_argnums=2, out_shardings=out)
+  def images(state, rng, n):
+    z = jax.lax.with_sharding_constraint(jax.random.normal(rng, (n, latent_dim)), out)
     x = generator.apply({'params': state.ema_params, **state.g_state}, z)
-    x = jnp.clip(jnp.round((x.astype(jnp.float32) + 1.0) * 127.5), 0, 255)
-    return jax.lax.with_sharding_constraint(x.astype(jnp.uint8), out)
+    return jnp.clip(jnp.round((x.astype(jnp.float32) + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
 
   def sample(state, rng, n):
-    x = images(state, jax.device_put(jax.random.normal(rng, (n, latent_dim)), out))
+    x = images(state, rng, n)
     if jax.process_count() > 1:  # every process feeds the Inception the same global batch
       return multihost_utils.process_allgather(x, tiled=True)
     return x
