@@ -1,0 +1,75 @@
+"""Which config fits which device: XLA's memory plan of the full training step, compiled only.
+
+Compiles (never runs) the exact step of each config at the given per-device batch sizes on one
+device of the local backend and records XLA's static plan: arguments (the train state and
+batch), temporaries, and the estimate of bytes live at once. On a CPU the plan is the CPU
+compiler's, a guide for accelerators (same program, different fusion), not a measurement of
+one.
+
+  python bench/memory_plan.py --configs configs/vitgan_cifar10.py,configs/vitgan_celeba64.py \
+      --batch_sizes 16,128
+"""
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-order,wrong-import-position
+import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-order,wrong-import-position
+
+from vitgan_jax import sharding, train  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+GIB = 2.0 ** 30
+
+
+def plan(config_path: str, batch_size: int, dtype: str) -> dict:
+  """Compiles config's train step for `batch_size` images on one device; returns its plan."""
+  config = common.load_config(config_path, {'training.batch_size': batch_size,
+                                            'training.dtype': dtype})
+  mesh = sharding.create_mesh(jax.devices()[:1])
+  generator, discriminator = train.create_models(config)
+  g_tx, d_tx = train.create_optimizers(config)
+  state = jax.eval_shape(lambda: train.create_train_state(
+      config, jax.random.PRNGKey(0), generator, discriminator, g_tx, d_tx))
+  size, channels = config.model.image_size, config.model.channels
+  batch = {'image': jax.ShapeDtypeStruct((batch_size, size, size, channels), jnp.float32)}
+  step = train.jit_train_step(
+      train.make_train_step(config, generator, discriminator, g_tx, d_tx, mesh), mesh)
+  start = time.perf_counter()
+  compiled = step.lower(state, batch).compile()
+  memory = common.memory_analysis(compiled)
+  state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
+  return {'config': config_path, 'batch_per_device': batch_size, 'dtype': dtype,
+          'compile_seconds': time.perf_counter() - start, 'train_state_bytes': state_bytes,
+          'xla_memory': memory,
+          'estimated_step_gib': memory.get('estimated_step_bytes', 0) / GIB}
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--configs', default='configs/vitgan_cifar10.py,configs/vitgan_celeba64.py')
+  parser.add_argument('--batch_sizes', default='16,128',
+                      type=lambda s: [int(x) for x in s.split(',')])
+  parser.add_argument('--dtype', default='float32')
+  parser.add_argument('--out', default=None)
+  args = parser.parse_args(argv)
+  result = common.header('memory_plan', quick=False)
+  result['points'] = []
+  for config_path in args.configs.split(','):
+    for batch_size in args.batch_sizes:
+      point = plan(config_path, batch_size, args.dtype)
+      print(f'{config_path} batch/device {batch_size} {args.dtype}: '
+            f'{point["estimated_step_gib"]:.2f} GiB live at once (state '
+            f'{point["train_state_bytes"] / 2**20:.0f} MiB), compiled in '
+            f'{point["compile_seconds"]:.0f} s', flush=True)
+      result['points'].append(point)
+  print('wrote', common.write_json(result, args.out or common.default_out('memory_plan', False)))
+
+
+if __name__ == '__main__':
+  main()
