@@ -11,6 +11,7 @@ one.
 """
 
 import argparse
+import ast
 import os
 import sys
 import time
@@ -26,9 +27,9 @@ from vitgan_jax import sharding, train  # pylint: disable=g-import-not-at-top,wr
 GIB = 2.0 ** 30
 
 
-def plan(config_path: str, batch_size: int, dtype: str) -> dict:
+def plan(config_path: str, batch_size: int, dtype: str, overrides=None) -> dict:
   """Compiles config's train step for `batch_size` images on one device; returns its plan."""
-  config = common.load_config(config_path, {'training.batch_size': batch_size,
+  config = common.load_config(config_path, {**(overrides or {}), 'training.batch_size': batch_size,
                                             'training.dtype': dtype})
   mesh = sharding.create_mesh(jax.devices()[:1])
   generator, discriminator = train.create_models(config)
@@ -49,6 +50,13 @@ def plan(config_path: str, batch_size: int, dtype: str) -> dict:
           'estimated_step_gib': memory.get('estimated_step_bytes', 0) / GIB}
 
 
+def _parse_value(text):
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text  # a bare string such as translation
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -56,13 +64,16 @@ def main(argv=None):
   parser.add_argument('--batch_sizes', default='16,128',
                       type=lambda s: [int(x) for x in s.split(',')])
   parser.add_argument('--dtype', default='float32')
+  parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
+                      help='config override, e.g. loss.bcr_real=0 (repeatable)')
   parser.add_argument('--out', default=None)
   args = parser.parse_args(argv)
+  overrides = {k: _parse_value(v) for k, v in (item.split('=', 1) for item in args.set)}
   result = common.header('memory_plan', quick=False)
-  result['points'] = []
+  result['overrides'], result['points'] = overrides, []
   for config_path in args.configs.split(','):
     for batch_size in args.batch_sizes:
-      point = plan(config_path, batch_size, args.dtype)
+      point = plan(config_path, batch_size, args.dtype, overrides)
       print(f'{config_path} batch/device {batch_size} {args.dtype}: '
             f'{point["estimated_step_gib"]:.2f} GiB live at once (state '
             f'{point["train_state_bytes"] / 2**20:.0f} MiB), compiled in '

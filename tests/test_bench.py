@@ -173,3 +173,19 @@ def test_pack_inception_round_trip(tmp_path):
     # float16 keeps 11 significant bits: relative rounding error at most 2^-11.
     assert np.all(np.abs(kernel - original) <= np.abs(original) * 2.0 ** -11)
   np.testing.assert_array_equal(loaded['Conv2d_1a_3x3']['var'], params['Conv2d_1a_3x3']['var'])
+
+
+def test_memory_plan_grows_with_the_batch(tmp_path):
+  from bench import memory_plan  # pylint: disable=g-import-not-at-top
+  out = tmp_path / 'memory_plan.json'
+  memory_plan.main(['--configs', 'configs/smoke.py', '--batch_sizes', '2,16', '--out', str(out),
+                    '--set', 'augment.policy=translation', '--set', 'loss.bcr_real=0.0',
+                    '--set', 'loss.bcr_fake=0.0'])  # a smaller step: quicker to compile
+  with open(out) as f:
+    result = json.load(f)
+  assert result['benchmark'] == 'memory_plan' and result['is_cpu_result'] is True
+  assert result['overrides']['augment.policy'] == 'translation'
+  small, large = result['points']
+  assert small['train_state_bytes'] == large['train_state_bytes'] > 0
+  assert large['xla_memory']['temp_size_in_bytes'] > small['xla_memory']['temp_size_in_bytes']
+  assert large['estimated_step_gib'] > small['estimated_step_gib'] > 0
