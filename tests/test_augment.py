@@ -185,3 +185,13 @@ def test_color_matches_diffaugment_formulas():
   deltas = out - images
   assert np.allclose(deltas, deltas[:, :1, :1, :1], atol=1e-6)
   assert np.abs(deltas).max() <= 0.5
+
+
+def test_resampling_compiles_to_matmuls_not_gathers_or_scatters():
+  """Translation and scale (and their gradients) are batched matmuls: no gather / scatter-add,
+  which GPUs and TPUs run slowly (bench/augment_speed.py: 28 -> 12 ms on CPU)."""
+  x = jnp.zeros((4, 16, 16, 3))
+  loss = lambda x, rng: jnp.sum(augment_lib.augment(x, rng, 'translation,scale', 1.0) ** 2)  # noqa: E731
+  hlo = jax.jit(jax.grad(loss)).lower(x, jax.random.PRNGKey(0)).compile().as_text()
+  assert ' gather(' not in hlo and ' scatter(' not in hlo
+  assert ' dot(' in hlo
