@@ -183,3 +183,50 @@ def test_evaluator_on_eight_devices_equals_one_device():
   result = subprocess.run([sys.executable, '-c', EIGHT_DEVICES.format(root=root)], env=env,
                           capture_output=True, text=True, timeout=600, cwd=root)
   assert result.returncode == 0 and 'OK' in result.stdout, result.stdout + result.stderr[-3000:]
+
+
+TWO_PROCESSES = '''
+import sys
+sys.path.insert(0, {root!r})
+import jax
+{init}
+from tests.evaluation import test_train_eval as t
+from vitgan_jax import sharding
+from vitgan_jax.evaluation import train_eval
+assert jax.device_count() == 4
+config = t.tiny_config(num_samples=20)
+mesh = sharding.create_mesh()
+generator, state = t.initial_state(config, mesh)
+evaluator = train_eval.make_evaluator(config, generator, mesh, arrays=t.real_images(),
+                                      extractor=t.tiny_extractor(mesh))
+print('FID', repr(evaluator(state)['fid']), flush=True)
+'''
+
+
+def test_evaluator_on_two_processes_equals_one_process():
+  """jax.distributed over 2 CPU processes (2 devices each), as on a 2-host pod: both report the
+  FID that one process over the same 4-device mesh computes."""
+  import socket  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    port = s.getsockname()[1]
+  code = TWO_PROCESSES.format(
+      root=root, init=f"jax.distributed.initialize('localhost:{port}', 2, int(sys.argv[1]))")
+  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  procs = [subprocess.Popen([sys.executable, '-c', code, str(i)], env=env, cwd=root, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
+  outputs = [p.communicate(timeout=600) for p in procs]
+  fids = []
+  for proc, (out, err) in zip(procs, outputs):
+    assert proc.returncode == 0, out + err[-3000:]
+    fids += [float(line.split()[1]) for line in out.splitlines() if line.startswith('FID ')]
+  single = subprocess.run(  # one process, the same 4-device mesh
+      [sys.executable, '-c', TWO_PROCESSES.format(root=root, init='')],
+      env=dict(env, XLA_FLAGS='--xla_force_host_platform_device_count=4'), cwd=root, text=True,
+      capture_output=True, timeout=600)
+  assert single.returncode == 0, single.stdout + single.stderr[-3000:]
+  expected = float(single.stdout.split('FID ')[1])
+  assert len(fids) == 2 and fids[0] == fids[1] == pytest.approx(expected, rel=1e-6), (fids, expected)
