@@ -69,6 +69,7 @@ def _load_npz(path):
 
 
 RANDOM_IMAGES = 1024  # size of data.source 'random'
+NUMPY_SOURCES = ('arrays', 'npz', 'random')  # read without TensorFlow
 
 
 def random_images(config, num_images=RANDOM_IMAGES):
@@ -239,7 +240,7 @@ def create_dataset(config, *, batch_size, seed, start_step=0, process_index=None
   process_index, process_count = _process_info(process_index, process_count)
   _local_batch_size(batch_size, process_count)
   source = config.data.source
-  if source in ('arrays', 'npz', 'random'):
+  if source in NUMPY_SOURCES:
     return _numpy_batches(
         _load_numpy_images(config, arrays), batch_size=batch_size, seed=seed,
         start_step=start_step, process_index=process_index, process_count=process_count,
@@ -274,7 +275,7 @@ def load_images(config, *, arrays=None, max_images=None):
   """
   source = config.data.source
   size, channels = config.model.image_size, config.model.channels
-  if source in ('arrays', 'npz', 'random'):
+  if source in NUMPY_SOURCES:
     images = _load_numpy_images(config, arrays)
     return images[:max_images]
   if source == 'folder':

@@ -7,12 +7,12 @@ import os
 import jax
 import numpy as np
 import pytest
-import scipy.linalg
 
 from configs import smoke
 from vitgan_jax import errors, loop, sharding, train
 from vitgan_jax.evaluation import metrics, run_eval, train_eval
-from tests.evaluation.test_metrics import TinyFeatures, _tiny_numpy
+from tests.evaluation.test_metrics import TinyFeatures, _direct_fid, _tiny_numpy
+from tests.test_reliability import RecordingWriter
 
 
 def tiny_config(num_samples=12):
@@ -38,14 +38,6 @@ def real_images(n=24):
 def tiny_extractor(mesh=None):
   return metrics.FeatureExtractor({'w': np.ones((6, 4), np.float32)}, batch_size=8, mesh=mesh,
                                   model=TinyFeatures())
-
-
-def direct_fid(a, b):
-  """FID written out from its definition, in float64."""
-  mu1, mu2 = a.mean(0), b.mean(0)
-  s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-  covmean = scipy.linalg.sqrtm(s1 @ s2).real
-  return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
 
 
 def initial_state(config, mesh):
@@ -76,7 +68,7 @@ def test_evaluator_equals_fid_written_out():
     samples.append(np.clip(np.rint((x + 1) * 127.5), 0, 255).astype(np.uint8))
   samples = np.concatenate(samples)[:12]
   assert samples.std() > 0
-  expected = direct_fid(_tiny_numpy(samples), _tiny_numpy(data[:20]))
+  expected = _direct_fid(_tiny_numpy(samples), _tiny_numpy(data[:20]))
   assert results['fid'] == pytest.approx(expected, rel=1e-5)
   assert evaluator(state)['fid'] == results['fid']  # the same z every time
 
@@ -124,20 +116,10 @@ def test_training_logs_fid_keeps_best_and_eval_mode_reproduces_it(tmp_path, monk
   config = tiny_config()
   config.training.num_steps, config.eval.every_steps = 2, 1
   config.logging.every_steps, config.checkpoint.every_steps = 1, 1
-  logged = {}
-
-  class Writer:
-    def write_scalars(self, step, scalars):
-      logged.setdefault(int(step), {}).update({k: float(v) for k, v in scalars.items()})
-    def write_images(self, *args):
-      pass
-    def write_hparams(self, *args):
-      pass
-    def flush(self):
-      pass
-
+  writer = RecordingWriter()
   workdir = str(tmp_path / 'run')
-  loop.run(config, workdir, arrays=real_images(), writer=Writer())
+  loop.run(config, workdir, arrays=real_images(), writer=writer)
+  logged = writer.scalars
   fids = {step: logged[step]['fid'] for step in (1, 2)}
   assert all(np.isfinite(list(fids.values()))) and 'kid' in logged[2] and 'is' in logged[2]
   best_step = min(fids, key=fids.get)

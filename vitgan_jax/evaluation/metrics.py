@@ -12,6 +12,7 @@ import os
 import re
 
 import jax
+from absl import logging
 import numpy as np
 import scipy.linalg
 import scipy.special
@@ -343,19 +344,22 @@ def reference_stats_path(dataset, split, resolution, num_samples,
 
 
 def reference_stats(images_fn, dataset, split, resolution, num_samples,
-                    extractor, cache_dir=None):
+                    extractor, cache_dir=None, path=None, write=True):
   """Reference Stats of a dataset, computed once and cached as .npz.
 
   `images_fn()` returns the real images (array, iterable of uint8 NHWC batches
   or folder path) and is called only on a cache miss; the first `num_samples`
-  images are used (None: all).
+  images are used (None: all). `path` replaces the cache file; `write=False`
+  computes without saving (e.g. on all but one of several hosts).
   """
-  path = reference_stats_path(dataset, split, resolution, num_samples,
-                              cache_dir)
+  path = path or reference_stats_path(dataset, split, resolution, num_samples,
+                                      cache_dir)
   if os.path.exists(path):
     return Stats.load(path)
+  logging.info('Computing FID reference statistics into %s', path)
   stats = compute_stats(images_fn(), extractor, num_samples)
-  stats.save(path)
+  if write:
+    stats.save(path)
   return stats
 
 

@@ -13,7 +13,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-from absl import logging
 from jax.experimental import multihost_utils
 
 from vitgan_jax import errors, sharding
@@ -65,17 +64,10 @@ def load_reference_stats(config, extractor, *, arrays=None) -> metrics.Stats:
   path, dataset = config.eval.reference_stats, _dataset_key(config)
   if not path and not dataset:
     return metrics.compute_stats(images_fn(), extractor, num)
-  if not path:
-    path = metrics.reference_stats_path(
-        f'{dataset}-inception_{_weights_key(extractor)}', config.data.split,
-        config.model.image_size, num)
-  if os.path.exists(path):
-    return metrics.Stats.load(path)
-  logging.info('Computing FID reference statistics into %s', path)
-  stats = metrics.compute_stats(images_fn(), extractor, num)
-  if sharding.is_main_process():
-    stats.save(path)
-  return stats
+  cache_key = None if path else f'{dataset}-inception_{_weights_key(extractor)}'
+  return metrics.reference_stats(images_fn, cache_key, config.data.split,
+                                 config.model.image_size, num, extractor, path=path or None,
+                                 write=sharding.is_main_process())
 
 
 def make_sampler(config, generator, mesh):
