@@ -16,6 +16,7 @@ setup(
         'orbax-checkpoint>=0.12.8',
         'tensorflow-cpu>=2.21.0',
         'tensorflow-datasets>=4.9.10',
+        'importlib_resources',  # tensorflow-datasets imports it; etils no longer pulls it in
         'ml-collections>=1.1.0',
         'clu>=0.0.12',
         'tensorboard',  # clu's metric writers import it; tensorflow-cpu does not pull it in

@@ -183,8 +183,10 @@ def test_arrays_path_never_imports_tensorflow():
 
 # --------------------------------------------------------------------------- tf.data
 
-def test_tfds_mock_cifar10():
+def test_tfds_mock_cifar10(monkeypatch):
   tfds = pytest.importorskip('tensorflow_datasets')
+  # mock_data skips the download, not the reachability check before it (no internet here).
+  monkeypatch.setattr(input_pipeline, '_unreachable_hosts', lambda urls: [])
   config = _config('tfds', image_size=32, name='cifar10', flip=False)
   with tfds.testing.mock_data(num_examples=12):
     raw = np.stack([ex['image'] for ex in tfds.as_numpy(
@@ -305,3 +307,39 @@ def test_random_source_is_fixed_noise_of_the_model_shape():
   np.testing.assert_array_equal(first, again)
   images = input_pipeline.load_images(config, max_images=10)
   assert images.shape == (10, 16, 16, 3) and images.dtype == np.uint8 and images.std() > 50
+
+
+def test_tfds_unprepared_and_offline_fails_in_seconds_with_one_line(tmp_path, monkeypatch):
+  """A fresh install reads the builder's download URLs (this import chain once needed a
+  package etils stopped pulling in), and an unreachable host is one error, not minutes of
+  retries."""
+  pytest.importorskip('tensorflow_datasets')
+  probed = []
+
+  def unreachable(urls, timeout=input_pipeline.DOWNLOAD_PROBE_TIMEOUT_S):
+    probed.extend(urls)
+    return ['www.cs.toronto.edu']
+
+  monkeypatch.setattr(input_pipeline, '_unreachable_hosts', unreachable)
+  config = _config('tfds', image_size=32, name='cifar10', data_dir=str(tmp_path))
+  with pytest.raises(FileNotFoundError) as info:
+    next(input_pipeline.create_dataset(config, batch_size=4, seed=0, process_index=0,
+                                       process_count=1))
+  message = str(info.value)
+  assert "'cifar10'" in message and str(tmp_path) in message and 'data.source' in message
+  assert '\n' not in message
+  assert any('cifar-10' in url for url in probed)  # the builder's real download URLs
+
+
+def test_unreachable_hosts_probes_tcp():
+  import socket  # pylint: disable=g-import-not-at-top
+  with socket.socket() as listening:
+    listening.bind(('127.0.0.1', 0))
+    listening.listen(1)
+    port = listening.getsockname()[1]
+    assert input_pipeline._unreachable_hosts([f'http://127.0.0.1:{port}/x']) == []
+  with socket.socket() as closed:  # bound, never listening: the connection is refused
+    closed.bind(('127.0.0.1', 0))
+    port = closed.getsockname()[1]
+    assert input_pipeline._unreachable_hosts([f'http://127.0.0.1:{port}/x'],
+                                             timeout=1.0) == ['127.0.0.1']

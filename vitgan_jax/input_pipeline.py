@@ -11,6 +11,8 @@ PIL (within one grey level of tf.image.resize) for FID reference statistics.
 
 import functools
 import os
+import socket
+import urllib.parse
 
 import jax
 import numpy as np
@@ -20,6 +22,7 @@ IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
 # (DCGAN-tensorflow, TTUR's FID statistics, SNGAN...) crops the central 108x108 of the
 # 178x218 aligned faces, then resizes to 64. Other datasets take the largest central square.
 TFDS_CENTER_CROP = {'celeb_a': 108}
+DOWNLOAD_PROBE_TIMEOUT_S = 5.0  # how long a TFDS download host gets to answer
 # Tags the flip stream so its seeds never coincide with the epoch permutations' (seed, epoch).
 _FLIP_STREAM = 0x5F11
 
@@ -178,12 +181,45 @@ def _tf_fit_image(tf, image, *, image_size, channels, crop_size, resize_mode):
   return tf.ensure_shape(image, [image_size, image_size, channels])
 
 
+def _unreachable_hosts(urls, timeout=DOWNLOAD_PROBE_TIMEOUT_S):
+  """The hosts of `urls` that no TCP connection reaches within `timeout` seconds."""
+  hosts = sorted({(u.hostname, u.port or (443 if u.scheme == 'https' else 80))
+                  for u in map(urllib.parse.urlparse, urls) if u.hostname})
+  unreachable = []
+  for host, port in hosts:
+    try:
+      socket.create_connection((host, port), timeout=timeout).close()
+    except OSError:
+      unreachable.append(host)
+  return unreachable
+
+
+def _prepare_tfds(builder, data):
+  """Downloads and prepares a TFDS dataset unless it is there; fails in seconds when offline.
+
+  TFDS retries an unreachable download for minutes; a quick connection test first turns that
+  into one line saying where the data was looked for and what else to use.
+  """
+  if builder.is_prepared():
+    return
+  where = f"data.data_dir={data.data_dir!r}" if data.data_dir else 'the TFDS default data_dir'
+  unreachable = _unreachable_hosts(list(builder.url_infos or {}))
+  if unreachable:
+    raise FileNotFoundError(
+        f'TFDS dataset {data.name!r} is not prepared in {builder.data_dir} ({where}) and '
+        f'cannot be downloaded ({", ".join(unreachable)} unreachable). Prepare it on a machine '
+        f'with internet (tfds build {data.name.split(":")[0]} --data_dir DIR) and set '
+        "--config.data.data_dir=DIR, or train from files with data.source='folder' or 'npz' "
+        'and data.path.')
+  builder.download_and_prepare()
+
+
 def _tf_encoded_images(config, tf, tfds):
   """(dataset of encoded images, decode fn), in a fixed order."""
   data = config.data
   if data.source == 'tfds':
     builder = tfds.builder(data.name, data_dir=data.data_dir or None)
-    builder.download_and_prepare()
+    _prepare_tfds(builder, data)
     # Decode after sharding and skipping: a process never decodes what it throws away.
     ds = builder.as_dataset(split=data.split, shuffle_files=False,
                             decoders={'image': tfds.decode.SkipDecoding()})
