@@ -23,6 +23,7 @@ setup(
         'numpy',
         'scipy',
         'pillow',
+        'matplotlib',  # progress plots (FID and D gap against images seen)
     ],
     extras_require={
         'test': ['pytest', 'nbformat'],

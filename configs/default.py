@@ -29,7 +29,10 @@ def get_generator_config():
   g.fourier_init_scale = 3.0  # E_fou = sin(Wc), W ~ U(+-3/sqrt(2)) as [code]'s LFF init
   g.inr_hidden = 384          # hidden width of the 2-layer INR MLP f_theta (not in paper; [code] 512)
   g.sln_eps = 1e-3            # LayerNorm eps in SLN [code]
-  g.output_activation = 'tanh'  # squash to [-1, 1]; the paper does not say ([code]: none)
+  # Linear output, clipped only for display and FID, as [code] (0.5 img + 0.5) and StyleGAN2.
+  # The paper does not say. A tanh saturates a third of the CIFAR G's pixels at init (|out| >
+  # 0.9 for 34%: pre-activation std 1.5), where its gradient is below 0.19.
+  g.output_activation = 'none'
   return g
 
 
@@ -47,6 +50,7 @@ def get_discriminator_config():
   d.spectral_norm = 'isn'     # 'isn' [T] | 'sn' | 'none'
   d.power_iterations = 1      # per training step [code]
   d.qk_init_scale = 0.1       # small tied q/k init so L2 attention starts near uniform (PAPER.md Sec. 6)
+  d.final_norm = True         # LayerNorm on the class token before the head (ViT)
   return d
 
 
@@ -72,10 +76,13 @@ def get_config():
   config.training = ml_collections.ConfigDict()
   config.training.batch_size = 128   # [T]
   config.training.num_steps = 500_000
+  config.training.max_train_seconds = 0.0  # also stop (save, evaluate) after this much training time; 0 = off
   config.training.n_critic = 1       # D updates per G update [code]
   config.training.seed = 0
   config.training.dtype = 'float32'  # compute dtype: 'float32' | 'bfloat16'
-  config.training.ema_kimg = 10.0    # EMA half-life in thousands of images [StyleGAN2-ADA]
+  # EMA half-life in thousands of images: StyleGAN2-ADA's CIFAR value ([code]: 1000). The ramp-up
+  # caps it at ema_rampup x images seen, so short runs average over their recent past only.
+  config.training.ema_kimg = 500.0   # [StyleGAN2-ADA cifar]
   config.training.ema_rampup = 0.05  # EMA half-life ramp-up, fraction of images seen [StyleGAN2-ADA]
   config.training.nan_guard = True   # stop on a non-finite loss or gradient
   config.training.debug_poison_step = -1  # test hook: NaN real images at this step (-1: off)
@@ -89,6 +96,7 @@ def get_config():
   config.loss.kind = 'nonsaturating'  # non-saturating logistic loss [T]
   config.loss.bcr_real = 10.0         # bCR lambda_real = 10 [T]
   config.loss.bcr_fake = 10.0         # bCR lambda_fake = 10 [T]
+  config.loss.bcr_views = 'independent'  # T(x): a 2nd DiffAugment draw of x ([code]) | 'stacked'
   config.loss.r1_gamma = 0.0          # R1 off for ViTGAN: it hurt ViT-D training [T]
   config.loss.r1_every = 1            # lazy R1 interval (weight scaled by the interval)
   config.loss.lecam = 0.0             # LeCam helps but was left out of the paper's runs [T]
@@ -102,6 +110,7 @@ def get_config():
 
   config.eval = ml_collections.ConfigDict()
   config.eval.every_steps = 0          # FID during training; 0 = off
+  config.eval.every_seconds = 0.0      # ... or every this many seconds of training (and at step 0)
   config.eval.num_samples = 50_000     # FID-50k
   config.eval.batch_size = 500
   config.eval.inception_weights = ''   # '' = look in $VITGAN_CACHE / ~/.cache/vitgan_jax
@@ -117,5 +126,14 @@ def get_config():
   config.logging.every_steps = 100
   config.logging.sample_every_steps = 5000
   config.logging.sample_grid = 8       # 8x8 grid of EMA samples from a fixed z
+  # Training health (vitgan_jax/health.py), every every_steps on a slice of the batch: D gap,
+  # D's input sensitivity, attention entropy, sigma(W)/sigma(W_init); README 'Training health'.
+  config.logging.health = True
+  config.logging.health_examples = 32
+  # Stall alarm: D counts as blind when |D(real) - D(fake)| and mean ||grad_x D|| are both below
+  # these for stall_patience intervals in a row (thresholds from measured runs, see README).
+  config.logging.stall_max_gap = 0.1
+  config.logging.stall_max_sensitivity = 0.05
+  config.logging.stall_patience = 3
 
   return config

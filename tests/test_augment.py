@@ -195,3 +195,12 @@ def test_resampling_compiles_to_matmuls_not_gathers_or_scatters():
   hlo = jax.jit(jax.grad(loss)).lower(x, jax.random.PRNGKey(0)).compile().as_text()
   assert ' gather(' not in hlo and ' scatter(' not in hlo
   assert ' dot(' in hlo
+
+
+def test_flip_mirrors_about_half_the_examples_exactly():
+  images = np.random.RandomState(0).uniform(-1, 1, (256, 8, 8, 3)).astype(np.float32)
+  out = np.asarray(_augment(images, jax.random.PRNGKey(5), 'flip', 1.0))
+  mirrored = np.array([np.array_equal(o, i[:, ::-1]) for o, i in zip(out, images)])
+  unchanged = np.array([np.array_equal(o, i) for o, i in zip(out, images)])
+  assert np.all(mirrored ^ unchanged)  # each example exactly one of the two
+  assert 0.4 < mirrored.mean() < 0.6

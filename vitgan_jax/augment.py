@@ -145,8 +145,15 @@ def _scale(images, rng, strength):
   return _scale_at(images, factors)
 
 
+def _flip(images, rng, strength):
+  """Horizontal flip of each example with probability 1/2 (x strength); exact, no resampling."""
+  flip = jax.random.uniform(rng, (images.shape[0],)) < 0.5 * strength
+  return jnp.where(_per_example(flip), images[:, :, ::-1], images)
+
+
 _OPS = {
     'color': (_brightness, _saturation, _contrast),
+    'flip': (_flip,),
     'translation': (_translation,),
     'cutout': (_cutout,),
     'scale': (_scale,),

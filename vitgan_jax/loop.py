@@ -6,6 +6,7 @@ host) or JAX's preemption sync point (several hosts) finishes the step, saves an
 Every input is checked before anything is written, so a bad one leaves the workdir as it was.
 """
 
+import contextlib
 import itertools
 import json
 import os
@@ -18,7 +19,7 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 from jax.experimental import multihost_utils
 
-from vitgan_jax import checkpoint, errors, input_pipeline, sample, sharding, train
+from vitgan_jax import checkpoint, errors, health, input_pipeline, sample, sharding, train
 
 NonFiniteError = errors.NonFiniteError
 
@@ -95,7 +96,7 @@ def _open_data(config, batch_size: int, start_step: int, arrays):
 
 def _make_evaluator(config, generator, mesh, arrays):
   """evaluator(state) -> {'fid': ..., ...} when eval.every_steps > 0, else None."""
-  if config.eval.every_steps <= 0:
+  if config.eval.every_steps <= 0 and config.eval.every_seconds <= 0:
     return None
   try:
     from vitgan_jax.evaluation import train_eval  # pylint: disable=g-import-not-at-top
@@ -174,7 +175,7 @@ def run(config, workdir: str, *, arrays=None, writer=None):
         lambda r: train.create_train_state(config, r, generator, discriminator, g_tx, d_tx),
         out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(config.training.seed))
     state = _train(config, workdir, state, start_step, data, train_step, generator, evaluator,
-                   ckpt, watch, writer, mesh, fresh=not resumed)
+                   ckpt, watch, writer, mesh, fresh=not resumed, discriminator=discriminator)
   finally:
     watch.close()
     ckpt.wait()  # a pending save of a good state completes even when the run stops on an error
@@ -183,7 +184,7 @@ def run(config, workdir: str, *, arrays=None, writer=None):
 
 
 def _train(config, workdir, state, start_step, data, train_step, generator, evaluator, ckpt,
-           watch, writer, mesh, fresh):
+           watch, writer, mesh, fresh, discriminator):
   """The steps from start_step to training.num_steps, or until preempted."""
   main_process = sharding.is_main_process()
   writer = writer or metric_writers.create_default_writer(workdir, just_logging=not main_process)
@@ -195,19 +196,37 @@ def _train(config, workdir, state, start_step, data, train_step, generator, eval
   poison_step = config.training.get('debug_poison_step', -1)
   sample_fn = train.sample_fn(generator)
   z_fixed = _fixed_latents(config)
+  health_fn, alarm = _make_health(config, generator, discriminator)
   report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
                                            every_steps=log_every)
-  t_last, step_last = time.time(), start_step
+  clock = TrainClock()
+  max_seconds = config.training.max_train_seconds
+  eval_every_s = config.eval.every_seconds
+  next_eval_s = eval_every_s
+  t_last, step_last = 0.0, start_step
   step = start_step
   if step >= num_steps:
     _say(f'Nothing to do: step {step} >= training.num_steps={num_steps}.')
+  if evaluator is not None and eval_every_s > 0 and fresh:
+    with clock.pause():  # the curve's starting point
+      _evaluate(evaluator, state, step, ckpt, writer, clock)
   while step < num_steps:
     local = next(data)
     if step == poison_step:
       local = _poison(local)
-    state, metrics = train_step(state, sharding.global_batch(local, mesh))
+    batch = sharding.global_batch(local, mesh)
+    if step == start_step:  # compiling is not training: keep it off the clock
+      with clock.pause():
+        state, metrics = jax.block_until_ready(train_step(state, batch))
+      t_last = clock.seconds()
+    else:
+      state, metrics = train_step(state, batch)
     step += 1
     report(step)
+    out_of_time = max_seconds > 0 and clock.seconds() >= max_seconds
+    if out_of_time:
+      _say(f'Reached training.max_train_seconds={max_seconds:g} at step {step}.')
+      num_steps = step  # the last step: log, save and evaluate as at the end
     if watch.reached(step):
       _check_finite(state, ckpt)
       ckpt.save(step, state)
@@ -218,26 +237,82 @@ def _train(config, workdir, state, start_step, data, train_step, generator, eval
     if step % log_every == 0 or step == num_steps:
       _check_finite(state, ckpt)
       scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      now = time.time()
-      scalars['images_per_sec'] = (step - step_last) * batch_size / (now - t_last)
+      now = clock.seconds()
+      scalars['images_per_sec'] = (step - step_last) * batch_size / max(now - t_last, 1e-9)
+      scalars['train_seconds'] = now
+      with clock.pause():  # the diagnostics' time is not training time
+        if health_fn is not None:
+          scalars.update(_check_health(health_fn, alarm, state, batch, step, writer))
       t_last, step_last = now, step
       writer.write_scalars(step, scalars)
-    if sample_every and (step % sample_every == 0 or step == num_steps):
-      _write_grid(writer, workdir, config, sample_fn, state, z_fixed, step)
-    if step % ckpt_every == 0 or step == num_steps:
-      _check_finite(state, ckpt)
-      ckpt.save(step, state)
-    if evaluator is not None and (step % eval_every == 0 or step == num_steps):
-      _evaluate(evaluator, state, step, ckpt, writer)
+    with clock.pause():
+      if sample_every and (step % sample_every == 0 or step == num_steps):
+        _write_grid(writer, workdir, config, sample_fn, state, z_fixed, step)
+      if step % ckpt_every == 0 or step == num_steps:
+        _check_finite(state, ckpt)
+        ckpt.save(step, state)
+      due = (eval_every > 0 and step % eval_every == 0) or step == num_steps or (
+          eval_every_s > 0 and clock.seconds() >= next_eval_s)
+      if evaluator is not None and due:
+        _evaluate(evaluator, state, step, ckpt, writer, clock)
+        while eval_every_s > 0 and next_eval_s <= clock.seconds():
+          next_eval_s += eval_every_s
   writer.flush()
   return state
 
 
-def _evaluate(evaluator, state, step, ckpt, writer) -> None:
+class TrainClock:
+  """Seconds spent training: wall time less compiling, evaluations, sample grids and saves."""
+
+  def __init__(self):
+    self._start = time.time()
+    self._paused = 0.0
+
+  def seconds(self) -> float:
+    return time.time() - self._start - self._paused
+
+  @contextlib.contextmanager
+  def pause(self):
+    began = time.time()
+    try:
+      yield
+    finally:
+      self._paused += time.time() - began
+
+
+def _make_health(config, generator, discriminator):
+  """(health_fn, StallAlarm), or (None, None) with logging.health off."""
+  if not config.logging.health:
+    return None, None
+  fn = health.make_health_fn(generator, discriminator, config.model.generator.latent_dim,
+                             config.logging.health_examples)
+  alarm = health.StallAlarm(config.logging.stall_max_gap, config.logging.stall_max_sensitivity,
+                            config.logging.stall_patience)
+  return fn, alarm
+
+
+def _check_health(health_fn, alarm, state, batch, step, writer):
+  """The diagnostics as scalars 'health/...'; a warning line (and event) if D went blind."""
+  rng = jax.random.fold_in(jax.random.PRNGKey(0), step)
+  values = {k: float(v) for k, v in jax.device_get(health_fn(state, batch['image'], rng)).items()}
+  warning = alarm.update(step, values)
+  if warning:
+    _say(warning)
+    writer.write_texts(step, {'stall_alarm': warning})
+  scalars = {f'health/{k}': v for k, v in values.items()}
+  scalars.update({f'health/{k}': v for k, v in health.summary(values).items()})
+  scalars['health/stalled'] = float(bool(warning) or alarm.fired)
+  return scalars
+
+
+def _evaluate(evaluator, state, step, ckpt, writer, clock) -> None:
   """Runs the evaluator, logs its scalars, keeps the state in checkpoints_best on a new best FID."""
   _check_finite(state, ckpt)
+  trained = clock.seconds()  # before the evaluation, whose time is off the clock
   result = evaluator(state)
-  writer.write_scalars(step, {k: float(v) for k, v in result.items() if np.ndim(v) == 0})
+  scalars = {k: float(v) for k, v in result.items() if np.ndim(v) == 0}
+  writer.write_scalars(step, {**scalars, 'train_seconds': trained})
+  _say(f'step {step}: ' + ', '.join(f'{k} {v:.4g}' for k, v in scalars.items()))
   if 'fid' in result and ckpt.save_best(step, state, result['fid']):
     _say(f'New best FID {float(result["fid"]):.3f} at step {step}: kept in checkpoints_best.')
 

@@ -20,6 +20,7 @@ PyTree = Any
 
 # Bits of TrainState.bad_what: which quantity went non-finite first.
 NONFINITE_QUANTITIES = ('d_loss', 'g_loss', 'd_grads', 'g_grads')
+BCR_VIEWS = ('independent', 'stacked')
 
 
 @flax.struct.dataclass
@@ -96,6 +97,8 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh=None) -> 
   augment_lib.parse_policy(ac.policy)  # fail now, naming the bad op, not inside jit
   augment_lib.parse_policy(ac.bcr_policy)
   use_bcr = lc.bcr_real > 0 or lc.bcr_fake > 0
+  if lc.bcr_views not in BCR_VIEWS:
+    raise ValueError(f'loss.bcr_views={lc.bcr_views!r} is not one of {BCR_VIEWS}')
   sr_weight = lc.get('sr_weight', 0.0)
   if sr_weight > 0 and not getattr(generator, 'super_resolution', False):
     raise ValueError(f'loss.sr_weight={sr_weight} needs a generator with a super-resolution '
@@ -106,14 +109,20 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh=None) -> 
   def constrain(x):  # keep per-example work split over devices like the batch
     return jax.lax.with_sharding_constraint(x, batch_spec) if batch_spec is not None else x
 
+  def _bcr_view(clean, augmented, rng):
+    """The second view T(x) that bCR holds D consistent on (loss.bcr_views)."""
+    if lc.bcr_views == 'independent':  # a second DiffAugment draw of the clean images
+      return augment_lib.augment(clean, rng, ac.policy, ac.p)
+    return augment_lib.augment(augmented, rng, ac.bcr_policy, 1.0)  # 'stacked': T on A(x)
+
   def generate(g_params, g_state, z):
     return generator.apply({'params': g_params, **g_state}, z, train=True)
 
   def d_loss_fn(d_params, d_state, real, fake, lecam, step, rng):
     k_aug, k_bcr = jax.random.split(rng)
     batch = real.shape[0]
-    inputs = augment_lib.augment(jnp.concatenate([real, fake]), k_aug, ac.policy, ac.p)
-    inputs = constrain(inputs)
+    clean = jnp.concatenate([real, fake])
+    inputs = constrain(augment_lib.augment(clean, k_aug, ac.policy, ac.p))
     logits, new_d_state = discriminator.apply(
         {'params': d_params, **d_state}, inputs, train=True, mutable=list(d_state))
     real_logits, fake_logits = logits[:batch], logits[batch:]
@@ -122,7 +131,7 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh=None) -> 
            'd_adv_loss': loss}
     variables = {'params': d_params, **new_d_state}
     if use_bcr:
-      transformed = constrain(augment_lib.augment(inputs, k_bcr, ac.bcr_policy, 1.0))
+      transformed = constrain(_bcr_view(clean, inputs, k_bcr))
       t_logits = discriminator.apply(variables, transformed)
       aux['bcr_real'] = losses.bcr_penalty(real_logits, t_logits[:batch])
       aux['bcr_fake'] = losses.bcr_penalty(fake_logits, t_logits[batch:])

@@ -122,11 +122,28 @@ def test_l2_attention_small_init_is_near_uniform_and_input_dependent():
   x = np.random.RandomState(0).normal(size=(1, 16, 64)).astype(np.float32)
   module = layers.Attention(4, 'l2', qk_init_scale=0.1)
   variables = module.init(jax.random.PRNGKey(0), x)
-  q = x[0] @ (np.asarray(variables['params']['query_key']['kernel']) / 8.0)
+  # Used weight = stored * init_scale / sqrt(fan_in): the init scale is a run-time gain.
+  q = x[0] @ (np.asarray(variables['params']['query_key']['kernel']) * 0.1 / 8.0)
   q = q.reshape(16, 4, 16)[:, 0]
   d2 = ((q[:, None] - q[None]) ** 2).sum(-1) / 4.0
   attn = np.exp(-d2) / np.exp(-d2).sum(-1, keepdims=True)
   assert np.diag(attn).max() < 0.2  # far from one-hot (uniform would be 1/16)
+
+
+def test_equalized_init_scale_is_a_runtime_gain():
+  """Every equalized weight is stored at unit scale whatever its init_scale, so Adam moves each
+  by the same relative amount; init_scale and 1/sqrt(fan_in) multiply it at call time."""
+  x = np.random.RandomState(0).normal(size=(4, 256)).astype(np.float32)
+  outs = {}
+  for init_scale in (1.0, 0.1):
+    module = layers.EqualDense(256, use_bias=False, init_scale=init_scale)
+    variables = module.init(jax.random.PRNGKey(0), x)
+    stored = np.asarray(variables['params']['kernel'])
+    assert abs(stored.std() - 1.0) < 0.02
+    np.testing.assert_allclose(module.apply(variables, x), x @ (stored * init_scale / 16.0),
+                               rtol=1e-4, atol=1e-5)
+    outs[init_scale] = np.asarray(module.apply(variables, x))
+  np.testing.assert_allclose(outs[0.1], 0.1 * outs[1.0], rtol=1e-4, atol=1e-6)
 
 
 def test_overlapping_patches_equal_explicit_slicing():

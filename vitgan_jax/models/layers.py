@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 SPECTRAL = 'spectral'  # collection holding power-iteration vectors and sigma(W_init)
+DIAGNOSTICS = 'intermediates'  # sown only when mutable: attention maps, sigma(W) (see health.py)
 SPECTRAL_MODES = ('none', 'sn', 'isn')
 ATTENTION_KINDS = ('dot', 'l2')
 
@@ -44,11 +45,14 @@ class SpectralNorm(nn.Module):
   where sigma(W_init), the top singular value at initialization, is stored as a constant.
   sigma(W) is estimated by power iteration; the vector u is advanced only when `update` is true
   and the `spectral` collection is mutable. At init, `init_iterations` power iterations give u
-  and sigma(W_init) (to ~1e-4 of numpy's SVD; an exact SVD takes seconds per matrix on CPU).
+  and sigma(W_init): measured within 1.1e-7 (relative) of numpy's SVD on all 22 layers of the
+  CIFAR D at 1000 iterations (200 left them up to 6.6e-4 low); an exact SVD takes seconds per
+  matrix on CPU. With 'intermediates' mutable it sows sigma(W) and,
+  for 'isn', sigma(W) / sigma(W_init), for the training-health diagnostics.
   """
   mode: str = 'sn'
   power_iterations: int = 1
-  init_iterations: int = 200
+  init_iterations: int = 1000
 
   @nn.compact
   def __call__(self, w: jnp.ndarray, update: bool = False) -> jnp.ndarray:
@@ -69,11 +73,13 @@ class SpectralNorm(nn.Module):
     v = jax.lax.stop_gradient(_l2_normalize(w_mat @ u))
     sigma = v @ w_mat @ u
     scale = 1.0 / sigma
+    self.sow(DIAGNOSTICS, 'sigma', jax.lax.stop_gradient(sigma))
     if self.mode == 'isn':
       sigma_init = self.variable(
           SPECTRAL, 'sigma_init',
           lambda: jax.lax.stop_gradient(power_iteration(w_mat, u, 0)[1])).value
       scale = scale * sigma_init
+      self.sow(DIAGNOSTICS, 'sigma_ratio', jax.lax.stop_gradient(sigma / sigma_init))
     return (w * scale).astype(w.dtype)
 
 
@@ -82,13 +88,16 @@ def equalized_kernel(module: nn.Module, shape, *, train: bool, lr_mul: float = 1
                      spectral_norm: str = 'none', power_iterations: int = 1) -> jnp.ndarray:
   """Creates `module`'s 'kernel' param and returns it as used: LR-equalized, then normalized.
 
-  Equalized LR (StyleGAN): stored N(0, init_scale^2) / lr_mul, multiplied by lr_mul / sqrt(fan_in)
-  at call time. The last axis is fan-out; all others are fan-in.
+  Equalized LR (StyleGAN): stored N(0, 1 / lr_mul^2), multiplied at call time by the gain
+  init_scale * lr_mul / sqrt(fan_in). `init_scale` is part of the run-time gain, not of the stored
+  value: every stored weight then has the same scale, so one Adam step moves each layer by the
+  same relative amount (a weight stored at std 0.1 would move 10x faster relative to itself).
+  The last axis is fan-out; all others are fan-in.
   """
   fan_in = math.prod(shape[:-1])
   if equalized:
-    init = lambda rng, s: jax.random.normal(rng, s) * init_scale / lr_mul  # noqa: E731
-    scale = lr_mul / math.sqrt(fan_in)
+    init = lambda rng, s: jax.random.normal(rng, s) / lr_mul  # noqa: E731
+    scale = init_scale * lr_mul / math.sqrt(fan_in)
   else:
     init = lambda rng, s: nn.initializers.xavier_uniform()(rng, s) * init_scale  # noqa: E731
     scale = 1.0
@@ -276,12 +285,20 @@ class Attention(nn.Module):
       k = split(dense(width, 'key', init_scale=self.qk_init_scale)(x, train))
       bias, scale = None, 1.0 / math.sqrt(head_dim)
     out = jax.nn.dot_product_attention(q, k, v, bias=bias, scale=scale)
+    if self.is_mutable_collection(DIAGNOSTICS):  # the maps, for health.py only (B, H, Q, K)
+      logits = jnp.einsum('bqhd,bkhd->bhqk', q, k).astype(jnp.float32) * scale
+      self.sow(DIAGNOSTICS, 'attention_probs',
+               jax.nn.softmax(logits if bias is None else logits + bias, axis=-1))
     out = out.reshape(out.shape[:-2] + (width,))
     return dense(width, 'out')(out, train)
 
 
 class MlpBlock(nn.Module):
-  """Transformer MLP: dense -> GELU -> dense."""
+  """Transformer MLP: dense -> GELU -> dense.
+
+  Exact (erf) GELU, as ViT and the paper's TF2 code (tf.nn.gelu defaults to approximate=False);
+  flax's default tanh approximation differs by up to ~1e-3 per activation.
+  """
   mlp_dim: int
   spectral_norm: str = 'none'
   power_iterations: int = 1
@@ -293,7 +310,7 @@ class MlpBlock(nn.Module):
     dense = lambda n, name: EqualDense(  # noqa: E731
         n, equalized=self.equalized, spectral_norm=self.spectral_norm,
         power_iterations=self.power_iterations, dtype=self.dtype, name=name)
-    h = nn.gelu(dense(self.mlp_dim, 'fc1')(x, train))
+    h = nn.gelu(dense(self.mlp_dim, 'fc1')(x, train), approximate=False)
     return dense(x.shape[-1], 'fc2')(h, train)
 
 

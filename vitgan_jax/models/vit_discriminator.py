@@ -12,6 +12,8 @@ import jax.numpy as jnp
 
 from vitgan_jax.models import layers
 
+POS_EMBED_STD = 0.02  # ViT's initial scale of the class token and position embeddings
+
 
 class DiscriminatorBlock(nn.Module):
   """Pre-LN ViT block: h' = h + MSA(LN(h)); out = h' + MLP(LN(h'))."""
@@ -48,6 +50,7 @@ class ViTDiscriminator(nn.Module):
   spectral_norm: str = 'isn'
   power_iterations: int = 1
   qk_init_scale: float = 0.1
+  final_norm: bool = True
   dtype: Optional[Any] = None
 
   def validate(self) -> int:
@@ -70,16 +73,21 @@ class ViTDiscriminator(nn.Module):
     h = layers.OverlappingPatchEmbed(
         self.width, self.patch_size, self.overlap, self.spectral_norm, self.power_iterations,
         dtype=self.dtype, name='patch_embed')(images.astype(dtype), train)
-    cls = self.param('cls', nn.initializers.zeros, (1, 1, self.width))
+    # Equalized LR for the embeddings too: stored N(0, 1), used times POS_EMBED_STD, so Adam
+    # moves them at the same relative rate as every other D weight (stored at 0.02 they moved
+    # ~10% of their norm per step at lr 2e-3).
+    cls = self.param('cls', nn.initializers.zeros, (1, 1, self.width)) * POS_EMBED_STD
     h = jnp.concatenate([jnp.broadcast_to(cls, (h.shape[0], 1, self.width)).astype(h.dtype), h],
                         axis=1)
-    pos = self.param('pos_embed', nn.initializers.normal(0.02), (1, grid * grid + 1, self.width))
-    h = h + pos.astype(h.dtype)
+    pos = self.param('pos_embed', nn.initializers.normal(1.0), (1, grid * grid + 1, self.width))
+    h = h + (pos * POS_EMBED_STD).astype(h.dtype)
     for i in range(self.depth):
       h = DiscriminatorBlock(self.num_heads, self.mlp_dim, self.attention, self.spectral_norm,
                              self.power_iterations, self.qk_init_scale, self.dtype,
                              name=f'block{i}')(h, train)
-    cls_out = nn.LayerNorm(epsilon=1e-6, dtype=jnp.float32, name='final_norm')(h[:, 0])
+    cls_out = h[:, 0].astype(jnp.float32)
+    if self.final_norm:
+      cls_out = nn.LayerNorm(epsilon=1e-6, dtype=jnp.float32, name='final_norm')(cls_out)
     logit = layers.EqualDense(1, spectral_norm=self.spectral_norm,
                               power_iterations=self.power_iterations, name='head')(cls_out, train)
     return logit[:, 0].astype(jnp.float32)
