@@ -122,3 +122,14 @@ def test_summary_reduces_per_layer_values():
   values = {'d_gap': 1.0, 'sigma_ratio/a': 0.9, 'sigma_ratio/b': 1.2, 'attn_entropy/x': 0.5}
   assert health.summary(values) == {'sigma_ratio_min': 0.9, 'sigma_ratio_max': 1.2,
                                     'attn_entropy_min': 0.5, 'attn_entropy_max': 0.5}
+
+
+def test_progress_line_shows_the_health_numbers():
+  from vitgan_jax import loop  # pylint: disable=g-import-not-at-top
+  line = loop.progress_line(250, 1000, {
+      'd_loss': 1.2, 'g_loss': 0.9, 'd_real': 0.4, 'd_fake': -0.5, 'health/d_gap': 0.9,
+      'health/d_sensitivity': 1.25, 'bcr_real': 1e-3, 'bcr_fake': 2e-3, 'd_grad_norm': 0.5,
+      'g_grad_norm': 0.25, 'images_per_sec': 40.0})
+  assert line.startswith('step 250/1000 | d_loss 1.200 | g_loss 0.900')
+  assert 'gap +0.900 | |dD/dx| 1.250 | bcr 1.00e-03/2.00e-03' in line
+  assert line.endswith('40 img/s') and '\n' not in line

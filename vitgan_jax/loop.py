@@ -245,6 +245,7 @@ def _train(config, workdir, state, start_step, data, train_step, generator, eval
           scalars.update(_check_health(health_fn, alarm, state, batch, step, writer))
       t_last, step_last = now, step
       writer.write_scalars(step, scalars)
+      _say(progress_line(step, num_steps, scalars))
     with clock.pause():
       if sample_every and (step % sample_every == 0 or step == num_steps):
         _write_grid(writer, workdir, config, sample_fn, state, z_fixed, step)
@@ -294,7 +295,9 @@ def _make_health(config, generator, discriminator):
 def _check_health(health_fn, alarm, state, batch, step, writer):
   """The diagnostics as scalars 'health/...'; a warning line (and event) if D went blind."""
   rng = jax.random.fold_in(jax.random.PRNGKey(0), step)
+  began = time.perf_counter()
   values = {k: float(v) for k, v in jax.device_get(health_fn(state, batch['image'], rng)).items()}
+  seconds = time.perf_counter() - began
   warning = alarm.update(step, values)
   if warning:
     _say(warning)
@@ -302,7 +305,23 @@ def _check_health(health_fn, alarm, state, batch, step, writer):
   scalars = {f'health/{k}': v for k, v in values.items()}
   scalars.update({f'health/{k}': v for k, v in health.summary(values).items()})
   scalars['health/stalled'] = float(bool(warning) or alarm.fired)
+  scalars['health/seconds'] = seconds  # the diagnostics' own cost (the first call compiles)
   return scalars
+
+
+def progress_line(step: int, num_steps: int, scalars) -> str:
+  """One stdout line per logging interval: losses, D's outputs and health, speed."""
+  get = lambda key: scalars.get(key, float('nan'))  # noqa: E731
+  parts = [f'step {step}/{num_steps}', f'd_loss {get("d_loss"):.3f}',
+           f'g_loss {get("g_loss"):.3f}', f'D(real) {get("d_real"):+.3f}',
+           f'D(fake) {get("d_fake"):+.3f}']
+  if 'health/d_gap' in scalars:
+    parts += [f'gap {get("health/d_gap"):+.3f}', f'|dD/dx| {get("health/d_sensitivity"):.3f}']
+  if 'bcr_real' in scalars:
+    parts += [f'bcr {get("bcr_real"):.2e}/{get("bcr_fake"):.2e}']
+  parts += [f'|grad D| {get("d_grad_norm"):.2e}', f'|grad G| {get("g_grad_norm"):.2e}',
+            f'{get("images_per_sec"):.0f} img/s']
+  return ' | '.join(parts)
 
 
 def _evaluate(evaluator, state, step, ckpt, writer, clock) -> None:

@@ -1,0 +1,69 @@
+"""bench/learning_curve.py: the rows build, the summary's arithmetic, the plot.
+
+The benchmark itself trains for minutes per row with the real FID Inception (README
+'Training health'); here only what can be checked without it.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bench import common, learning_curve
+from vitgan_jax import models
+
+
+@pytest.mark.parametrize('row', learning_curve.ROWS)
+def test_rows_swap_only_the_discriminator(row):
+  base = common.load_config('configs/vitgan_mini.py')
+  config = learning_curve.row_config(base, row)
+  assert config.model.generator == base.model.generator
+  assert config.training == base.training and config.optimizer == base.optimizer
+  d = models.build_discriminator(config.model)
+  variables = d.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+  assert d.apply(variables, jnp.zeros((2, 32, 32, 3))).shape == (2,)
+  if row == 'vanilla':
+    dc = config.model.discriminator
+    assert (dc.attention, dc.spectral_norm, dc.overlap) == ('dot', 'sn', 0)
+    assert config.loss.r1_gamma > 0
+  if row == 'stylegan2':
+    assert config.model.discriminator.channel_max == learning_curve.STYLEGAN2_CHANNELS
+    assert config.loss.r1_gamma > 0
+
+
+def test_unknown_row_is_refused():
+  with pytest.raises(ValueError, match='unknown row'):
+    learning_curve.row_config(common.load_config('configs/vitgan_mini.py'), 'biggan')
+
+
+def test_summary_figures():
+  curve = [{'step': s, 'train_seconds': t, 'fid': f} for s, t, f in
+           [(0, 0, 400.0), (100, 300, 300.0), (200, 600, 250.0), (300, 900, 220.0),
+            (400, 1200, 190.0)]]
+  diagnostics = [{'step': s, 'd_gap': g, 'd_sensitivity': 1.0} for s, g in
+                 [(400, 0.5), (500, 0.2), (600, -0.1), (700, 0.3)]]
+  s = learning_curve.summarize(curve, diagnostics, batch_size=32)
+  assert (s['fid_start'], s['fid_end'], s['fid_best']) == (400.0, 190.0, 190.0)
+  assert s['images_seen'] == 400 * 32
+  # Last quarter: the points from 15 min on plus the one before: (10, 250), (15, 220), (20, 190).
+  expected = np.polyfit([10.0, 15.0, 20.0], [250.0, 220.0, 190.0], 1)[0]
+  assert s['fid_slope_last_quarter_per_min'] == pytest.approx(expected)
+  assert s['still_falling_last_quarter']
+  assert s['d_gap_min_after_500_steps'] == -0.1
+  assert s['d_gap_positive_fraction_after_500_steps'] == pytest.approx(2 / 3)
+
+
+def test_parse_value():
+  assert learning_curve.parse_value('3') == 3
+  assert learning_curve.parse_value('0.5') == 0.5
+  assert learning_curve.parse_value('False') is False
+  assert learning_curve.parse_value('l2') == 'l2'
+
+
+def test_plot_writes_a_png(tmp_path):
+  rows = [{'row': 'vitgan',
+           'curve': [{'images_seen': 0, 'fid': 400.0}, {'images_seen': 3200, 'fid': 300.0}],
+           'diagnostics': [{'images_seen': 3200, 'd_gap': 0.5}]}]
+  path = tmp_path / 'curve.png'
+  learning_curve.plot(rows, str(path), 'title')
+  assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
