@@ -14,6 +14,7 @@ run on the same data stream. Restore targets carry shardings, so sharded arrays 
 multi-host runs restore in place; every process calls the same methods.
 """
 
+import contextlib
 import json
 import os
 import subprocess
@@ -86,6 +87,7 @@ class Checkpointer:
             max_to_keep=1, create=False, best_fn=lambda m: m['fid'], best_mode='min',
             enable_async_checkpointing=async_save))
     self._best_fid = None
+    self._pending = None  # the step of the newest save started
 
   @property
   def directory(self) -> str:
@@ -99,8 +101,30 @@ class Checkpointer:
 
   def save(self, step: int, state) -> None:
     """Starts an async save; arrays are copied to host before this returns (donation-safe)."""
-    self.latest.save(step, args=ocp.args.StandardSave(flax.serialization.to_state_dict(state)),
-                     force=True)
+    self._pending = step  # an async write error surfaces later, in `wait`
+    with self._disk_errors(step):
+      self.latest.save(step, args=ocp.args.StandardSave(flax.serialization.to_state_dict(state)),
+                       force=True)
+
+  @contextlib.contextmanager
+  def _disk_errors(self, step: Optional[int]):
+    """A failed write (disk full, read-only) as a one-line WorkdirError naming what survived.
+
+    Orbax writes into a temporary folder and renames it when complete, so an earlier
+    checkpoint is never touched; the temporary is removed on the next resume.
+    """
+    try:
+      yield
+    except OSError as e:
+      if isinstance(e, errors.Error):
+        raise
+      kept = [s for s in self.all_steps() if step is None or s != step]
+      survived = (f'the previous checkpoint (step {kept[-1]}) is intact' if kept
+                  else 'no earlier checkpoint exists')
+      what = f'checkpoint step {step}' if step is not None else 'a checkpoint'
+      raise errors.WorkdirError(
+          f'cannot save {what} in {self.workdir} ({e.strerror or e}); {survived}. Free space '
+          '(or fix permissions) and rerun the same command to resume') from e
 
   def best_fid(self) -> Optional[float]:
     """The FID of the state in checkpoints_best (None if empty); read once, then tracked."""
@@ -116,8 +140,10 @@ class Checkpointer:
     best = self.best_fid()
     if not np.isfinite(fid) or (best is not None and fid >= best):
       return False
-    self.best.save(step, args=ocp.args.StandardSave(flax.serialization.to_state_dict(state)),
-                   metrics={'fid': fid}, force=True)
+    self._pending = step
+    with self._disk_errors(step):
+      self.best.save(step, args=ocp.args.StandardSave(flax.serialization.to_state_dict(state)),
+                     metrics={'fid': fid}, force=True)
     self._best_fid = fid  # the async save's metrics file may not be on disk yet
     return True
 
@@ -213,12 +239,34 @@ class Checkpointer:
 
   def wait(self) -> None:
     """Blocks until pending async saves are on disk (re-raising their errors)."""
-    self.latest.wait_until_finished()
-    self.best.wait_until_finished()
+    with self._disk_errors(self._pending):
+      self.latest.wait_until_finished()
+      self.best.wait_until_finished()
 
   def close(self) -> None:
     self.latest.close()
     self.best.close()
+
+
+def remove_partial_saves(workdir: str) -> List[str]:
+  """Deletes Orbax temporaries (`*.orbax-checkpoint-tmp*`) of saves that never completed.
+
+  A save killed mid-write (crash, full disk, a second run) leaves one; Orbax never reads
+  it, and only the main process calls this, under the workdir lock.
+  """
+  removed = []
+  for name in ('checkpoints', 'checkpoints_best'):
+    root = epath.Path(_dir(workdir, name))
+    if not root.is_dir():
+      continue
+    for pattern in ('*.orbax-checkpoint-tmp*', '*/*.orbax-checkpoint-tmp*'):
+      for path in sorted(root.glob(pattern)):
+        if path.is_dir():
+          path.rmtree()
+        else:
+          path.unlink()
+        removed.append(str(path))
+  return removed
 
 
 # ----- config.json: what a workdir was trained with, checked on resume -----
