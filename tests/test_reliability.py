@@ -58,7 +58,7 @@ LOOP_ONLY_CONFIG = ('logging', 'eval', 'checkpoint', 'data')
 # Cheap CPU code generation: compiling for 8 devices dominates that subprocess.
 FAST_COMPILE_XLA_FLAGS = ('--xla_backend_optimization_level=0 '
                           '--xla_llvm_disable_expensive_passes=true')
-TIMING_METRICS = ('images_per_sec', 'steps_per_sec', 'uptime')
+TIMING_METRICS = ('images_per_sec', 'steps_per_sec', 'uptime', 'train_seconds')
 FIDS = {2: 5.0, 4: 3.0, 6: 4.0}  # what the fake evaluator reports at each step
 EVAL_METRICS = ('fid', 'inception_score')
 
@@ -510,9 +510,21 @@ def test_full_disk_during_a_save_keeps_the_previous_checkpoint(runs, tmp_path, m
   workdir = copy_of(runs, 'at_step_3', tmp_path)
   before = snapshot(workdir / 'checkpoints' / '3')
 
-  def disk_full(self, directory, *args, **kwargs):  # the save has begun writing its temporary
-    (epath_of(directory) / 'partial_array').write_bytes(b'\0' * 10)
-    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(directory))
+  save = ocp.StandardCheckpointHandler.async_save
+
+  class DiskFull:
+    """The write's future: the arrays are partly written when the disk fills up."""
+
+    def __init__(self, futures):
+      self.futures = futures or []
+
+    def result(self, timeout=None):
+      for written in self.futures:
+        written.result(timeout)
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  async def disk_full(self, *args, **kwargs):
+    return [DiskFull(await save(self, *args, **kwargs))]
 
   with monkeypatch.context() as patch:
     patch.setattr(ocp.StandardCheckpointHandler, 'async_save', disk_full)
@@ -546,8 +558,3 @@ def test_stale_orbax_temporaries_are_removed_on_resume(runs, tmp_path):
   assert out.splitlines()[0] == ('Removed 1 unfinished checkpoint save(s) left by an interrupted '
                                  f'run: {stale}.')
   assert sorted(os.listdir(workdir / 'checkpoints')) == ['3', '6']
-
-
-def epath_of(directory):
-  from etils import epath  # pylint: disable=g-import-not-at-top
-  return epath.Path(str(directory))
