@@ -15,9 +15,12 @@ multi-host runs restore in place; every process calls the same methods.
 """
 
 import contextlib
+import gc
 import json
+import logging as pylogging
 import os
 import subprocess
+import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import flax
@@ -44,9 +47,34 @@ def _dir(workdir: str, name: str) -> str:
 
 
 def _one_line(error: BaseException, limit: int = 200) -> str:
-  text = ' '.join(str(error).split())
+  text = ' '.join(str(error).split()).split(' See full TensorStore details')[0]
   text = text if len(text) <= limit else text[:limit] + '...'
   return f'{type(error).__name__}: {text}'
+
+
+_QUIET_LOGGERS = ('orbax', 'tensorstore', 'asyncio', 'absl')
+
+
+@contextlib.contextmanager
+def _quiet_restore():
+  """Silences Orbax/TensorStore chatter while reading checkpoints: a bad one is one line.
+
+  A failed read leaves coroutines whose tracebacks ('Event loop is closed', TensorStore
+  specs) reach the log and sys.unraisablehook when collected; they are collected here.
+  """
+  loggers = [pylogging.getLogger(name) for name in _QUIET_LOGGERS]
+  levels = [logger.level for logger in loggers]
+  hook = sys.unraisablehook
+  for logger in loggers:
+    logger.setLevel(pylogging.CRITICAL if logger.name == 'asyncio' else pylogging.WARNING)
+  sys.unraisablehook = lambda unraisable: None
+  try:
+    yield
+  finally:
+    gc.collect()
+    sys.unraisablehook = hook
+    for logger, level in zip(loggers, levels):
+      logger.setLevel(level)
 
 
 def _flat_shapes(tree) -> Dict[str, Tuple[Tuple[int, ...], str]]:
@@ -180,7 +208,8 @@ class Checkpointer:
       raise errors.CheckpointError(f'no checkpoint in {manager.directory}; train first or '
                                    'check --workdir')
     try:
-      return self._read(manager, step, template, config)
+      with _quiet_restore():
+        return self._read(manager, step, template, config)
     except errors.Error:
       raise
     except Exception as e:  # pylint: disable=broad-except
@@ -199,11 +228,11 @@ class Checkpointer:
     unreadable = []
     for step in reversed(self.all_steps()):
       try:
-        return self._read(self.latest, step, template, config), step, unreadable
+        with _quiet_restore():
+          return self._read(self.latest, step, template, config), step, unreadable
       except errors.Error:
         raise
       except Exception as e:  # pylint: disable=broad-except
-        logging.warning('Checkpoint step %d is unreadable: %s', step, e)
         unreadable.append((step, _one_line(e)))
     if unreadable:
       raise errors.CheckpointError(
