@@ -40,10 +40,12 @@ class PreemptionWatch:
   """
 
   def __init__(self):
-    # A SIGTERM seen before this existed (main's SignalRecorder, installed at start-up) counts.
-    self.reason = getattr(signal.getsignal(signal.SIGTERM), 'reason', None)
     self._previous_handler = None
     self._multihost = jax.process_count() > 1
+    # A SIGTERM seen before this existed (main's SignalRecorder, installed at start-up) counts;
+    # with several hosts only JAX's sync point may stop one, or the others would wait forever.
+    self.reason = None if self._multihost else getattr(signal.getsignal(signal.SIGTERM),
+                                                       'reason', None)
     if not self._multihost:
       try:
         self._previous_handler = signal.signal(signal.SIGTERM, self._on_signal)
