@@ -260,7 +260,7 @@ def test_fid_hook_logs_scalars_and_keeps_best(runs):
                      dict(runs.eval_calls)[4])  # the very state the evaluator scored
 
 
-def test_truncated_checkpoint_falls_back_to_previous_step(runs, tmp_path):
+def test_truncated_checkpoint_falls_back_to_previous_step(runs, tmp_path, caplog, capfd):
   workdir = copy_of(runs, 'interrupted', tmp_path)
   # Every OCDBT data file cut mid-file: which one holds a given array varies between machines.
   for victim in (workdir / 'checkpoints' / '6' / 'default' / 'ocdbt.process_0' / 'd').iterdir():
@@ -275,6 +275,10 @@ def test_truncated_checkpoint_falls_back_to_previous_step(runs, tmp_path):
   assert_trees_equal(state, runs.straight)  # steps 4-6 redone from step 3: the same state
   assert (workdir / 'checkpoints_unreadable' / '6').is_dir()
   assert restore_latest(tiny_config(), workdir)[1:] == (6, [])
+  # Only the warning line: no TensorStore spec dumps, no tracebacks of the failed reads.
+  assert not [r for r in caplog.records if 'TensorStore' in r.getMessage()]
+  err = capfd.readouterr().err
+  assert 'Traceback' not in err and 'Event loop is closed' not in err, err[-3000:]
 
 
 def test_nan_stops_with_message_and_leaves_last_checkpoint(runs, tmp_path):
@@ -558,3 +562,16 @@ def test_stale_orbax_temporaries_are_removed_on_resume(runs, tmp_path):
   assert out.splitlines()[0] == ('Removed 1 unfinished checkpoint save(s) left by an interrupted '
                                  f'run: {stale}.')
   assert sorted(os.listdir(workdir / 'checkpoints')) == ['3', '6']
+
+
+def test_disk_errors_outside_checkpoints_are_one_line(capsys):
+  def write_events():
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), '/w/events.out.tfevents.1')
+
+  with pytest.raises(SystemExit) as info:
+    main.report_errors(write_events)
+  assert info.value.code == 1
+  assert capsys.readouterr().err == ('error: No space left on device: /w/events.out.tfevents.1; '
+                                     'free space or fix permissions and rerun the same command\n')
+  with pytest.raises(FileNotFoundError):  # not a disk problem: a bug, with its traceback
+    main.report_errors(lambda: open('/no/such/file'))
