@@ -112,20 +112,22 @@ def test_second_run_on_a_workdir_is_refused_and_sigterm_releases(tmp_path):
   assert 'Stopped by SIGTERM after step' in first_log.read_text()
   assert not lock.exists()
 
-  # A resumed run stopped while restoring or compiling: exit 0, one line, lock released.
+  # A resumed run stopped while building, restoring or compiling (before the loop's own
+  # handler existed, this was a silent exit 143): exit 0, one line, lock released.
   resumed_log = tmp_path / 'resumed.log'
   with open(resumed_log, 'w') as out:
     resumed = subprocess.Popen(command, cwd=REPO_ROOT, env=subprocess_env(), stdout=out,
                                stderr=subprocess.STDOUT)
   try:
-    wait_for(lambda: 'Resuming from' in resumed_log.read_text(), resumed, resumed_log)
+    wait_for(lambda: 'JAX process 0 / 1' in resumed_log.read_text(), resumed, resumed_log)
     resumed.send_signal(signal.SIGTERM)
     assert resumed.wait(timeout=120) == 0, resumed_log.read_text()[-3000:]
   finally:
     if resumed.poll() is None:
       resumed.kill()
   text = resumed_log.read_text()
-  assert re.search(r'^Stopped by SIGTERM (before step \d+: nothing new to save|after step \d+: '
-                   r'saved a checkpoint to \S+); rerun the same command to resume\.$', text,
-                   re.M), text[-3000:]
+  stopped = re.search(r'^Stopped by SIGTERM before step (\d+): nothing new to save; rerun the '
+                      r'same command to resume\.$', text, re.M)
+  assert stopped, text[-3000:]
+  assert f'Resuming from {run_dir} at step {stopped.group(1)}.' in text
   assert 'Traceback' not in text and not lock.exists()
