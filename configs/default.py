@@ -121,6 +121,8 @@ def get_config():
   config.checkpoint = ml_collections.ConfigDict()
   config.checkpoint.every_steps = 5000
   config.checkpoint.keep = 3
+  # A workdir lock (train.lock) from another host older than this is taken over (README).
+  config.checkpoint.lock_stale_hours = 24.0
 
   config.logging = ml_collections.ConfigDict()
   config.logging.every_steps = 100

@@ -8,6 +8,7 @@ holds it across runs and processes.
 """
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -57,7 +58,7 @@ LOOP_ONLY_CONFIG = ('logging', 'eval', 'checkpoint', 'data')
 # Cheap CPU code generation: compiling for 8 devices dominates that subprocess.
 FAST_COMPILE_XLA_FLAGS = ('--xla_backend_optimization_level=0 '
                           '--xla_llvm_disable_expensive_passes=true')
-TIMING_METRICS = ('images_per_sec', 'steps_per_sec', 'uptime')
+TIMING_METRICS = ('images_per_sec', 'steps_per_sec', 'uptime', 'train_seconds')
 FIDS = {2: 5.0, 4: 3.0, 6: 4.0}  # what the fake evaluator reports at each step
 EVAL_METRICS = ('fid', 'inception_score')
 
@@ -259,7 +260,7 @@ def test_fid_hook_logs_scalars_and_keeps_best(runs):
                      dict(runs.eval_calls)[4])  # the very state the evaluator scored
 
 
-def test_truncated_checkpoint_falls_back_to_previous_step(runs, tmp_path):
+def test_truncated_checkpoint_falls_back_to_previous_step(runs, tmp_path, caplog, capfd):
   workdir = copy_of(runs, 'interrupted', tmp_path)
   # Every OCDBT data file cut mid-file: which one holds a given array varies between machines.
   for victim in (workdir / 'checkpoints' / '6' / 'default' / 'ocdbt.process_0' / 'd').iterdir():
@@ -274,6 +275,10 @@ def test_truncated_checkpoint_falls_back_to_previous_step(runs, tmp_path):
   assert_trees_equal(state, runs.straight)  # steps 4-6 redone from step 3: the same state
   assert (workdir / 'checkpoints_unreadable' / '6').is_dir()
   assert restore_latest(tiny_config(), workdir)[1:] == (6, [])
+  # Only the warning line: no TensorStore spec dumps, no tracebacks of the failed reads.
+  assert not [r for r in caplog.records if 'TensorStore' in r.getMessage()]
+  err = capfd.readouterr().err
+  assert 'Traceback' not in err and 'Event loop is closed' not in err, err[-3000:]
 
 
 def test_nan_stops_with_message_and_leaves_last_checkpoint(runs, tmp_path):
@@ -450,3 +455,123 @@ def test_resume_on_eight_devices_equals_uninterrupted(tmp_path):
       'batch_error': 'training.batch_size=12 does not divide over 8 devices (1 processes); use '
                      'a multiple of 8, e.g. --config.training.batch_size=8',
       'bad_batch_workdir': False}
+
+
+# ----- one-line errors with nothing left behind (README 'Resuming and preemption') -----
+
+
+def test_zero_batch_size_is_refused_before_anything_is_written(tmp_path):
+  fresh = tmp_path / 'fresh'
+  with pytest.raises(errors.ConfigError, match=r'^training\.batch_size=0 must be at least 1'):
+    run(tiny_config(**{'training.batch_size': 0}), fresh)
+  assert not fresh.exists()
+
+
+def test_workdir_that_is_a_file_or_read_only_is_refused(tmp_path, monkeypatch):
+  a_file = tmp_path / 'a_file'
+  a_file.write_text('not a folder')
+  with pytest.raises(errors.WorkdirError, match=rf'^--workdir {a_file} is a file, not a folder'):
+    run(tiny_config(), a_file)
+  assert a_file.read_text() == 'not a folder'
+
+  real_open = os.open
+
+  def read_only_open(path, flags, *args):  # what a read-only mount answers (root ignores chmod)
+    if flags & os.O_CREAT:
+      raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+    return real_open(path, flags, *args)
+
+  monkeypatch.setattr(os, 'open', read_only_open)
+  with pytest.raises(errors.WorkdirError, match=rf'^--workdir {tmp_path}/run is not writable '
+                     rf'\({tmp_path}: Read-only file system\); pass a writable folder$'):
+    run(tiny_config(), tmp_path / 'run')
+  assert sorted(os.listdir(tmp_path)) == ['a_file']
+
+
+@pytest.mark.parametrize('arrays,message', [
+    ({'x': np.zeros((0, 16, 16, 3), np.uint8)}, 'The dataset has no images'),
+    ({'y': np.zeros(3)}, 'has no array "x"'),
+])
+def test_empty_npz_is_refused_before_anything_is_written(tmp_path, arrays, message):
+  npz = tmp_path / 'data.npz'
+  np.savez(npz, **arrays)
+  fresh = tmp_path / 'fresh'
+  with pytest.raises(errors.DataError, match=re.escape(message)):
+    run(tiny_config(**{'data.source': 'npz', 'data.path': str(npz)}), fresh)
+  assert not fresh.exists()
+
+
+def test_zero_samples_is_refused_before_restoring(tmp_path):
+  from vitgan_jax import sample  # pylint: disable=g-import-not-at-top
+  with pytest.raises(errors.ConfigError, match=r'^--num_samples 0: need at least 1 sample$'):
+    sample.generate(tiny_config(), str(tmp_path / 'nothing'), 0)
+  assert not (tmp_path / 'nothing').exists()
+
+
+def test_full_disk_during_a_save_keeps_the_previous_checkpoint(runs, tmp_path, monkeypatch,
+                                                                capsys):
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  workdir = copy_of(runs, 'at_step_3', tmp_path)
+  before = snapshot(workdir / 'checkpoints' / '3')
+
+  save = ocp.StandardCheckpointHandler.async_save
+
+  class DiskFull:
+    """The write's future: the arrays are partly written when the disk fills up."""
+
+    def __init__(self, futures):
+      self.futures = futures or []
+
+    def result(self, timeout=None):
+      for written in self.futures:
+        written.result(timeout)
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  async def disk_full(self, *args, **kwargs):
+    return [DiskFull(await save(self, *args, **kwargs))]
+
+  with monkeypatch.context() as patch:
+    patch.setattr(ocp.StandardCheckpointHandler, 'async_save', disk_full)
+    with pytest.raises(SystemExit) as info:
+      main.report_errors(lambda: run(tiny_config(), workdir))
+  assert info.value.code == 1
+  err = capsys.readouterr().err
+  assert err == (f'error: cannot save checkpoint step 6 in {workdir} (No space left on device); '
+                 'the previous checkpoint (step 3) is intact. Free space (or fix permissions) '
+                 'and rerun the same command to resume\n'), err
+  assert snapshot(workdir / 'checkpoints' / '3') == before
+  assert not (workdir / 'train.lock').exists()
+  partial = sorted(str(p) for p in (workdir / 'checkpoints').glob('*.orbax-checkpoint-tmp*'))
+  # The next run removes the unfinished save, says so, and resumes from step 3.
+  state, _, out = run(tiny_config(), workdir)
+  lines = out.splitlines()
+  if partial:
+    assert lines[0] == (f'Removed {len(partial)} unfinished checkpoint save(s) left by an '
+                        f'interrupted run: {", ".join(partial)}.')
+    lines = lines[1:]
+  assert lines[0].startswith(f'Resuming from {workdir} at step 3.')
+  assert_trees_equal(state, runs.straight)
+  assert not list((workdir / 'checkpoints').glob('*.orbax-checkpoint-tmp*'))
+
+
+def test_stale_orbax_temporaries_are_removed_on_resume(runs, tmp_path):
+  workdir = copy_of(runs, 'at_step_3', tmp_path)
+  stale = workdir / 'checkpoints' / '6.orbax-checkpoint-tmp-1764680000000000'
+  shutil.copytree(workdir / 'checkpoints' / '3', stale)
+  _, _, out = run(tiny_config(), workdir)
+  assert out.splitlines()[0] == ('Removed 1 unfinished checkpoint save(s) left by an interrupted '
+                                 f'run: {stale}.')
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['3', '6']
+
+
+def test_disk_errors_outside_checkpoints_are_one_line(capsys):
+  def write_events():
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), '/w/events.out.tfevents.1')
+
+  with pytest.raises(SystemExit) as info:
+    main.report_errors(write_events)
+  assert info.value.code == 1
+  assert capsys.readouterr().err == ('error: No space left on device: /w/events.out.tfevents.1; '
+                                     'free space or fix permissions and rerun the same command\n')
+  with pytest.raises(FileNotFoundError):  # not a disk problem: a bug, with its traceback
+    main.report_errors(lambda: open('/no/such/file'))

@@ -14,9 +14,13 @@ run on the same data stream. Restore targets carry shardings, so sharded arrays 
 multi-host runs restore in place; every process calls the same methods.
 """
 
+import contextlib
+import gc
 import json
+import logging as pylogging
 import os
 import subprocess
+import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import flax
@@ -43,9 +47,34 @@ def _dir(workdir: str, name: str) -> str:
 
 
 def _one_line(error: BaseException, limit: int = 200) -> str:
-  text = ' '.join(str(error).split())
+  text = ' '.join(str(error).split()).split(' See full TensorStore details')[0]
   text = text if len(text) <= limit else text[:limit] + '...'
   return f'{type(error).__name__}: {text}'
+
+
+_QUIET_LOGGERS = ('orbax', 'tensorstore', 'asyncio', 'absl')
+
+
+@contextlib.contextmanager
+def _quiet_restore():
+  """Silences Orbax/TensorStore chatter while reading checkpoints: a bad one is one line.
+
+  A failed read leaves coroutines whose tracebacks ('Event loop is closed', TensorStore
+  specs) reach the log and sys.unraisablehook when collected; they are collected here.
+  """
+  loggers = [pylogging.getLogger(name) for name in _QUIET_LOGGERS]
+  levels = [logger.level for logger in loggers]
+  hook = sys.unraisablehook
+  for logger in loggers:
+    logger.setLevel(pylogging.CRITICAL if logger.name == 'asyncio' else pylogging.WARNING)
+  sys.unraisablehook = lambda unraisable: None
+  try:
+    yield
+  finally:
+    gc.collect()
+    sys.unraisablehook = hook
+    for logger, level in zip(loggers, levels):
+      logger.setLevel(level)
 
 
 def _flat_shapes(tree) -> Dict[str, Tuple[Tuple[int, ...], str]]:
@@ -86,6 +115,7 @@ class Checkpointer:
             max_to_keep=1, create=False, best_fn=lambda m: m['fid'], best_mode='min',
             enable_async_checkpointing=async_save))
     self._best_fid = None
+    self._pending = None  # the step of the newest save started
 
   @property
   def directory(self) -> str:
@@ -99,8 +129,30 @@ class Checkpointer:
 
   def save(self, step: int, state) -> None:
     """Starts an async save; arrays are copied to host before this returns (donation-safe)."""
-    self.latest.save(step, args=ocp.args.StandardSave(flax.serialization.to_state_dict(state)),
-                     force=True)
+    self._pending = step  # an async write error surfaces later, in `wait`
+    with self._disk_errors(step):
+      self.latest.save(step, args=ocp.args.StandardSave(flax.serialization.to_state_dict(state)),
+                       force=True)
+
+  @contextlib.contextmanager
+  def _disk_errors(self, step: Optional[int]):
+    """A failed write (disk full, read-only) as a one-line WorkdirError naming what survived.
+
+    Orbax writes into a temporary folder and renames it when complete, so an earlier
+    checkpoint is never touched; the temporary is removed on the next resume.
+    """
+    try:
+      yield
+    except OSError as e:
+      if isinstance(e, errors.Error):
+        raise
+      kept = [s for s in self.all_steps() if step is None or s != step]
+      survived = (f'the previous checkpoint (step {kept[-1]}) is intact' if kept
+                  else 'no earlier checkpoint exists')
+      what = f'checkpoint step {step}' if step is not None else 'a checkpoint'
+      raise errors.WorkdirError(
+          f'cannot save {what} in {self.workdir} ({e.strerror or e}); {survived}. Free space '
+          '(or fix permissions) and rerun the same command to resume') from e
 
   def best_fid(self) -> Optional[float]:
     """The FID of the state in checkpoints_best (None if empty); read once, then tracked."""
@@ -116,8 +168,10 @@ class Checkpointer:
     best = self.best_fid()
     if not np.isfinite(fid) or (best is not None and fid >= best):
       return False
-    self.best.save(step, args=ocp.args.StandardSave(flax.serialization.to_state_dict(state)),
-                   metrics={'fid': fid}, force=True)
+    self._pending = step
+    with self._disk_errors(step):
+      self.best.save(step, args=ocp.args.StandardSave(flax.serialization.to_state_dict(state)),
+                     metrics={'fid': fid}, force=True)
     self._best_fid = fid  # the async save's metrics file may not be on disk yet
     return True
 
@@ -154,7 +208,8 @@ class Checkpointer:
       raise errors.CheckpointError(f'no checkpoint in {manager.directory}; train first or '
                                    'check --workdir')
     try:
-      return self._read(manager, step, template, config)
+      with _quiet_restore():
+        return self._read(manager, step, template, config)
     except errors.Error:
       raise
     except Exception as e:  # pylint: disable=broad-except
@@ -173,11 +228,11 @@ class Checkpointer:
     unreadable = []
     for step in reversed(self.all_steps()):
       try:
-        return self._read(self.latest, step, template, config), step, unreadable
+        with _quiet_restore():
+          return self._read(self.latest, step, template, config), step, unreadable
       except errors.Error:
         raise
       except Exception as e:  # pylint: disable=broad-except
-        logging.warning('Checkpoint step %d is unreadable: %s', step, e)
         unreadable.append((step, _one_line(e)))
     if unreadable:
       raise errors.CheckpointError(
@@ -213,12 +268,34 @@ class Checkpointer:
 
   def wait(self) -> None:
     """Blocks until pending async saves are on disk (re-raising their errors)."""
-    self.latest.wait_until_finished()
-    self.best.wait_until_finished()
+    with self._disk_errors(self._pending):
+      self.latest.wait_until_finished()
+      self.best.wait_until_finished()
 
   def close(self) -> None:
     self.latest.close()
     self.best.close()
+
+
+def remove_partial_saves(workdir: str) -> List[str]:
+  """Deletes Orbax temporaries (`*.orbax-checkpoint-tmp*`) of saves that never completed.
+
+  A save killed mid-write (crash, full disk, a second run) leaves one; Orbax never reads
+  it, and only the main process calls this, under the workdir lock.
+  """
+  removed = []
+  for name in ('checkpoints', 'checkpoints_best'):
+    root = epath.Path(_dir(workdir, name))
+    if not root.is_dir():
+      continue
+    for pattern in ('*.orbax-checkpoint-tmp*', '*/*.orbax-checkpoint-tmp*'):
+      for path in sorted(root.glob(pattern)):
+        if path.is_dir():
+          path.rmtree()
+        else:
+          path.unlink()
+        removed.append(str(path))
+  return removed
 
 
 # ----- config.json: what a workdir was trained with, checked on resume -----

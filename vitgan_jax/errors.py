@@ -26,3 +26,11 @@ class IncompatibleCheckpointError(CheckpointError):
 
 class NonFiniteError(Error, RuntimeError):
   """A loss or gradient went NaN/Inf; the last good checkpoint is left as it was."""
+
+
+class WorkdirError(Error, OSError):
+  """The workdir cannot be used: a file, not writable, full, or locked by another run."""
+
+
+class WeightsError(Error, ValueError):
+  """An Inception weights file that exists but cannot be read (truncated, not weights)."""

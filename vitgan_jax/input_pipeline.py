@@ -59,6 +59,8 @@ def _validate(images, config):
                      f'model.image_size/channels, found {tuple(images.shape)}.')
   if images.dtype != np.uint8:
     raise ValueError(f'Expected uint8 images, found {images.dtype}.')
+  if not len(images):
+    raise ValueError('The dataset has no images (an empty array or .npz "x").')
   return images
 
 

@@ -20,6 +20,7 @@ from clu import metric_writers, periodic_actions
 from jax.experimental import multihost_utils
 
 from vitgan_jax import checkpoint, errors, health, input_pipeline, sample, sharding, train
+from vitgan_jax import workdir as workdir_lib
 
 NonFiniteError = errors.NonFiniteError
 
@@ -39,9 +40,12 @@ class PreemptionWatch:
   """
 
   def __init__(self):
-    self.reason = None
     self._previous_handler = None
     self._multihost = jax.process_count() > 1
+    # A SIGTERM seen before this existed (main's SignalRecorder, installed at start-up) counts;
+    # with several hosts only JAX's sync point may stop one, or the others would wait forever.
+    self.reason = None if self._multihost else getattr(signal.getsignal(signal.SIGTERM),
+                                                       'reason', None)
     if not self._multihost:
       try:
         self._previous_handler = signal.signal(signal.SIGTERM, self._on_signal)
@@ -145,15 +149,44 @@ def run(config, workdir: str, *, arrays=None, writer=None):
   """Body of train.train_and_evaluate; returns the final TrainState.
 
   `arrays` (uint8 NHWC) feeds data.source 'arrays'; `writer` (a clu MetricWriter) replaces
-  the default TensorBoard + logging writer.
+  the default TensorBoard + logging writer. The workdir is locked (workdir.WorkdirLock) for
+  the whole run.
   """
+  watch = PreemptionWatch()  # first: a SIGTERM during the slow setup and compile is kept
+  lock = None
+  try:
+    _check_before_writing(config, workdir)
+    if sharding.is_main_process():
+      lock = workdir_lib.WorkdirLock(workdir, config.checkpoint.get('lock_stale_hours', 24.0))
+      lock.acquire(say=_say)
+    return _run(config, workdir, watch, arrays=arrays, writer=writer)
+  finally:
+    watch.close()
+    if lock is not None:
+      lock.release()
+
+
+def _check_before_writing(config, workdir: str) -> None:
+  """Config values and workdir problems that would otherwise fail after files were written."""
+  if config.training.batch_size < 1:
+    raise errors.ConfigError(f'training.batch_size={config.training.batch_size} must be at '
+                             'least 1 (and a multiple of the device count)')
+  workdir_lib.check_usable(workdir)
+
+
+def _run(config, workdir: str, watch, *, arrays, writer):
+  """Setup, restore and training of `run`, with the workdir held."""
   mesh = sharding.create_mesh()
   batch_size = config.training.batch_size
   sharding.check_batch_size(batch_size, mesh)
   generator, discriminator, g_tx, d_tx, train_step = _build(config, mesh)
   template = checkpoint.template_state(config, generator, discriminator, g_tx, d_tx, mesh)
+  if sharding.is_main_process():
+    partial = checkpoint.remove_partial_saves(workdir)
+    if partial:
+      _say(f'Removed {len(partial)} unfinished checkpoint save(s) left by an interrupted run: '
+           f'{", ".join(partial)}.')
   ckpt = checkpoint.Checkpointer(workdir, keep=config.checkpoint.keep)
-  watch = PreemptionWatch()
   try:
     # Read and check everything first; nothing is written before the run is known to go ahead.
     state, start_step, unreadable = ckpt.restore_latest(template, config)
@@ -177,7 +210,6 @@ def run(config, workdir: str, *, arrays=None, writer=None):
     state = _train(config, workdir, state, start_step, data, train_step, generator, evaluator,
                    ckpt, watch, writer, mesh, fresh=not resumed, discriminator=discriminator)
   finally:
-    watch.close()
     ckpt.wait()  # a pending save of a good state completes even when the run stops on an error
     ckpt.close()
   return state
@@ -207,6 +239,10 @@ def _train(config, workdir, state, start_step, data, train_step, generator, eval
   step = start_step
   if step >= num_steps:
     _say(f'Nothing to do: step {step} >= training.num_steps={num_steps}.')
+  if watch.reason is not None and step < num_steps:  # e.g. SIGTERM while restoring
+    _say(f'Stopped by {watch.reason} before step {step}: nothing new to save; rerun the same '
+         f'command to {"start" if fresh else "resume"}.')
+    return state
   if evaluator is not None and eval_every_s > 0 and fresh:
     with clock.pause():  # the curve's starting point
       _evaluate(evaluator, state, step, ckpt, writer, clock)

@@ -10,6 +10,7 @@ exits 0.
 """
 
 import os
+import signal
 import sys
 
 from absl import app, flags, logging
@@ -79,18 +80,39 @@ def parse_flags(argv):
 
 
 def report_errors(fn):
-  """Runs fn(); the project's known errors (vitgan_jax.errors) end in `fail`, others propagate."""
-  from vitgan_jax import errors  # pylint: disable=g-import-not-at-top
+  """Runs fn(); the project's known errors (vitgan_jax.errors) end in `fail`, others propagate.
+
+  So does an OSError of the disk (full, read-only, permission denied): not a bug.
+  """
+  from vitgan_jax import errors, workdir  # pylint: disable=g-import-not-at-top
   try:
     return fn()
   except errors.Error as e:
     logging.error('%s: %s', type(e).__name__, e)
     fail(e)
+  except OSError as e:
+    if not workdir.is_disk_error(e):
+      raise
+    logging.exception('Disk error')
+    fail(f'{e.strerror or e}: {e.filename or "a file"}; free space or fix permissions and '
+         'rerun the same command')
+
+
+class SignalRecorder:
+  """SIGTERM handler from start-up until the loop's own: keeps the signal for it to act on."""
+
+  def __init__(self):
+    self.reason = None
+
+  def __call__(self, signum, frame):  # pylint: disable=unused-argument
+    self.reason = signal.Signals(signum).name
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if FLAGS.mode == 'train':  # a SIGTERM while importing, restoring or compiling is not lost
+    signal.signal(signal.SIGTERM, SignalRecorder())
   logging.get_absl_handler().addFilter(lambda record: '/orbax/' not in record.pathname)
   report_errors(lambda: _run_mode(FLAGS.config, FLAGS.workdir, FLAGS.mode))
 

@@ -41,7 +41,9 @@ def generate(config, workdir: str, num_samples: int, seed: int = 0, use_ema: boo
              batch_size: int = 256, step=None, best: bool = False) -> np.ndarray:
   """uint8 samples (N, H, W, C) from the latest (or `step`, or best-FID) checkpoint."""
   import jax  # pylint: disable=g-import-not-at-top
-  from vitgan_jax import checkpoint, train  # pylint: disable=g-import-not-at-top
+  from vitgan_jax import checkpoint, errors, train  # pylint: disable=g-import-not-at-top
+  if num_samples < 1:  # before the restore, so the mistake costs nothing
+    raise errors.ConfigError(f'--num_samples {num_samples}: need at least 1 sample')
   state, generator = checkpoint.restore_for_inference(config, workdir, step=step, best=best)
   sample = train.sample_fn(generator, use_ema)
   rng = jax.random.PRNGKey(seed)

