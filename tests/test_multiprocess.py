@@ -35,7 +35,7 @@ CONFIG_OVERRIDES = {
 # Compile time dominates these runs; XLA's cheap CPU code generation halves it.
 FAST_COMPILE_XLA_FLAGS = '--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true'
 TIMEOUT_S = 900
-TIMING_METRICS = ('images_per_sec', 'steps_per_sec', 'uptime')
+TIMING_METRICS = ('images_per_sec', 'steps_per_sec', 'uptime', 'train_seconds', 'health/seconds')
 METRIC_LINE = re.compile(r'logging_writer\.py:\d+\] \[(\d+)\] (.*d_loss=.*)$')
 
 

@@ -58,7 +58,7 @@ LOOP_ONLY_CONFIG = ('logging', 'eval', 'checkpoint', 'data')
 # Cheap CPU code generation: compiling for 8 devices dominates that subprocess.
 FAST_COMPILE_XLA_FLAGS = ('--xla_backend_optimization_level=0 '
                           '--xla_llvm_disable_expensive_passes=true')
-TIMING_METRICS = ('images_per_sec', 'steps_per_sec', 'uptime', 'train_seconds')
+TIMING_METRICS = ('images_per_sec', 'steps_per_sec', 'uptime', 'train_seconds', 'health/seconds')
 FIDS = {2: 5.0, 4: 3.0, 6: 4.0}  # what the fake evaluator reports at each step
 EVAL_METRICS = ('fid', 'inception_score')
 
@@ -362,8 +362,8 @@ def test_unknown_config_key_on_the_command_line(tmp_path):
   assert result.returncode == 1
   assert result.stderr.splitlines()[-1] == (
       'error: unknown config key training.num_step in --config.training.num_step; training '
-      'has: batch_size, debug_poison_step, dtype, ema_kimg, ema_rampup, n_critic, nan_guard, '
-      'num_steps, seed')
+      'has: batch_size, debug_poison_step, dtype, ema_kimg, ema_rampup, max_train_seconds, '
+      'n_critic, nan_guard, num_steps, seed')
   assert 'Traceback' not in result.stderr and not workdir.exists()
 
 
