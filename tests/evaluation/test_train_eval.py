@@ -103,6 +103,35 @@ def test_missing_inception_weights_is_a_one_line_config_error(tmp_path, monkeypa
     train_eval.make_feature_extractor(tiny_config(), sharding.create_mesh())
 
 
+def test_inception_batch_fits_the_memory_and_evaluation_says_what_it_does(monkeypatch,
+                                                                          capsys):
+  monkeypatch.setattr(train_eval.weights, 'load_inception_params',
+                      lambda path: {'w': np.ones((6, 4), np.float32)})
+  monkeypatch.setattr(metrics, 'available_memory_bytes', lambda device=None: 2 ** 30)
+  config = tiny_config()
+  config.eval.batch_size = 500
+  extractor = train_eval.make_feature_extractor(config, sharding.create_mesh())
+  per_image = metrics.INCEPTION_BYTES_PER_IMAGE
+  assert extractor.batch_size == min(500, int(2 ** 30 * metrics.MEMORY_FRACTION // per_image))
+  assert f'FID Inception batch {extractor.batch_size} instead of eval.batch_size=500' in (
+      capsys.readouterr().out)
+
+  monkeypatch.setattr(metrics, 'PROGRESS_QUIET_SECONDS', 0.0)
+  config = tiny_config(num_samples=24)
+  mesh = sharding.create_mesh()
+  generator, state = initial_state(config, mesh)
+  evaluator = train_eval.make_evaluator(config, generator, mesh, arrays=real_images(),
+                                        extractor=tiny_extractor(mesh))
+  out = capsys.readouterr().out
+  assert 'Computing FID reference statistics of 20 images' not in out  # arrays: no cache
+  evaluator(state)
+  out = capsys.readouterr().out.splitlines()
+  assert out[0] == 'Evaluating FID on 24 samples (Inception batch 8) ...'
+  assert [line.split(' (')[0] for line in out[1:]] == [
+      'samples: 33%', 'samples: 67%', 'samples: 100%']
+  assert all('images/s, ETA' in line for line in out[1:])
+
+
 def test_eval_mode_without_reference_data_says_what_to_set(tmp_path):
   with pytest.raises(errors.ConfigError, match='eval.reference_stats'):
     run_eval.evaluate_workdir(tiny_config(), str(tmp_path))
@@ -210,5 +239,6 @@ def test_evaluator_on_two_processes_equals_one_process():
       env=dict(env, XLA_FLAGS='--xla_force_host_platform_device_count=4'), cwd=root, text=True,
       capture_output=True, timeout=600)
   assert single.returncode == 0, single.stdout + single.stderr[-3000:]
-  expected = float(single.stdout.split('FID ')[1])
+  expected, = [float(line.split()[1]) for line in single.stdout.splitlines()
+               if line.startswith('FID ')]  # the evaluator's own lines say 'Evaluating FID ...'
   assert len(fids) == 2 and fids[0] == fids[1] == pytest.approx(expected, rel=1e-6), (fids, expected)
