@@ -137,7 +137,8 @@ def test_eval_mode_without_reference_data_says_what_to_set(tmp_path):
     run_eval.evaluate_workdir(tiny_config(), str(tmp_path))
 
 
-def test_training_logs_fid_keeps_best_and_eval_mode_reproduces_it(tmp_path, monkeypatch):
+def test_training_logs_fid_keeps_best_and_eval_mode_reproduces_it(tmp_path, monkeypatch,
+                                                                  capsys):
   """2 steps with FID at each: scalars logged, checkpoints_best kept; --mode eval's JSON on the
   best checkpoint gives the FID that training logged for it."""
   monkeypatch.setattr(train_eval, 'make_feature_extractor',
@@ -147,7 +148,7 @@ def test_training_logs_fid_keeps_best_and_eval_mode_reproduces_it(tmp_path, monk
   config.logging.every_steps, config.checkpoint.every_steps = 1, 1
   writer = RecordingWriter()
   workdir = str(tmp_path / 'run')
-  loop.run(config, workdir, arrays=real_images(), writer=writer)
+  loop.run(config, workdir, arrays=real_images(), writer=writer, announce=True)
   logged = writer.scalars
   fids = {step: logged[step]['fid'] for step in (1, 2)}
   assert all(np.isfinite(list(fids.values()))) and 'kid' in logged[2] and 'is' in logged[2]
@@ -161,6 +162,28 @@ def test_training_logs_fid_keeps_best_and_eval_mode_reproduces_it(tmp_path, monk
   path = os.path.join(workdir, 'eval', f'step_{best_step:08d}_best.json')
   with open(path) as f:
     assert json.load(f)['fid'] == record['fid']
+
+  out = capsys.readouterr().out
+  assert "Training on 24 images given in memory (data.source='arrays'), 16x16x3" in out
+  summary = [line for line in out.splitlines() if line.startswith('Finished at step 2 of 2')]
+  assert len(summary) == 1 and '16 images seen' in summary[0] and 'FID ' in summary[0]
+  assert f'TensorBoard: tensorboard --logdir {workdir}' in summary[0]
+  assert 'curves.png' in summary[0] and 'd_loss' in summary[0]
+  # The curves beside the event files: FID at steps 1 and 2, D logits at each logged step.
+  with open(os.path.join(workdir, 'curves.json')) as f:
+    points = json.load(f)
+  assert [(p['step'], p['images']) for p in points if 'fid' in p] == [(1, 8), (2, 16)]
+  assert [p['step'] for p in points if 'd_real' in p and 'd_fake' in p] == [1, 2]
+  with open(os.path.join(workdir, 'curves.png'), 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+  # --mode eval's metrics in TensorBoard too, under workdir/eval.
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  events = event_accumulator.EventAccumulator(os.path.join(workdir, 'eval'))
+  events.Reload()
+  tags = events.Tags()
+  logged_fid = (events.Scalars('fid') if 'fid' in tags.get('scalars', []) else
+                [e for e in events.Tensors('fid')] if 'fid' in tags.get('tensors', []) else [])
+  assert [e.step for e in logged_fid] == [best_step], tags
 
 
 EIGHT_DEVICES = '''
