@@ -203,6 +203,12 @@ def test_batch_size_is_bounded_by_free_memory_and_a_multiple_of_the_shards():
   assert metrics.fitting_batch_size(10 ** 9) < 10 ** 9
 
 
+def test_compute_fid_extractor_fits_the_memory_too(monkeypatch):
+  monkeypatch.setattr(metrics, 'available_memory_bytes', lambda device=None: 2 ** 30)
+  extractor = metrics.make_feature_extractor({'w': np.ones((6, 4), np.float32)}, batch_size=200)
+  assert extractor.batch_size == int(2 ** 29 // metrics.INCEPTION_BYTES_PER_IMAGE) < 200
+
+
 def test_progress_lines_every_tenth_with_rate_and_eta():
   lines = []
   progress = metrics.Progress('FID samples', 100, quiet_s=0, out=lines.append)

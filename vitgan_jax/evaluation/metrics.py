@@ -336,9 +336,14 @@ def _fetch(device_outputs, n):
 
 def make_feature_extractor(params=None, batch_size=DEFAULT_BATCH_SIZE,
                            mesh=None, weights_path=None):
-  """FeatureExtractor with `params`, else weights from load_inception_params."""
+  """FeatureExtractor with `params`, else weights from load_inception_params.
+
+  The batch is at most what fits in the device's memory (fitting_batch_size).
+  """
   if params is None:
     params = weights.load_inception_params(weights_path)
+  mesh = mesh or data_mesh()
+  batch_size = fitting_batch_size(batch_size, mesh.shape['data'])
   return FeatureExtractor(params, batch_size=batch_size, mesh=mesh)
 
 
