@@ -239,6 +239,7 @@ class Progress:
     self.out = out or say
     self.done, self._next = 0, self._step()
     self._start = time.perf_counter()
+    self.printed = False  # whether any line was said (the job is a slow one)
 
   def _step(self):
     return max(self.total // 10, 1) if self.total else self.every
@@ -253,6 +254,7 @@ class Progress:
     if elapsed < self.quiet_s:
       return
     rate = self.done / max(elapsed, 1e-9)
+    self.printed = True
     if self.total:
       left = max(self.total - self.done, 0) / max(rate, 1e-9)
       self.out(f'{self.what}: {100 * min(self.done / self.total, 1):.0f}% '
@@ -510,6 +512,9 @@ def evaluate_generator(sample_fn, num_samples, rng, reference, extractor,
     reference = Stats.load(os.fspath(reference))
   out = generated_features(sample_fn, num_samples, rng, extractor, batch_size,
                            progress)
+  if progress is not None and progress.printed:  # a slow run: the last minute is not silent
+    progress.out(f'{progress.what}: features done; statistics, Frechet distance'
+                 f'{", KID" if reference.features is not None else ""} ...')
   stats = activation_stats(out['pool'], kid_features=None)
   results = {'fid': fid_from_stats(stats, reference, method)}
   if reference.features is not None:
