@@ -322,7 +322,8 @@ def test_describe_says_what_a_run_trains_on(tmp_path):
   assert '/data/faces' in folder
   tfds_line = input_pipeline.describe(_config(source='tfds', name='cifar10',
                                               data_dir=str(tmp_path / 'none')))
-  assert tfds_line.startswith("TFDS cifar10, split 'train'") and '(images)' in tfds_line
+  assert tfds_line == (f"TFDS cifar10, split 'train', data_dir {tmp_path / 'none'}, "
+                       'fitted to 8x8x3')  # not prepared there: no count, and no download
 
 
 def test_tfds_unprepared_and_offline_fails_in_seconds_with_one_line(tmp_path, monkeypatch):

@@ -328,8 +328,9 @@ def describe(config, arrays=None) -> str:
     return f"the images under {data.path} (data.source='folder'), fitted to {shape}"
   if data.source == 'tfds':
     where = f', data_dir {data.data_dir}' if data.data_dir else ''
-    return (f"TFDS {data.name}, split {data.split!r}{where} "
-            f'({count(_tfds_count(data))}), fitted to {shape}')
+    n = _tfds_count(data)
+    return (f"TFDS {data.name}, split {data.split!r}{where}"
+            f'{f" ({n:,} images)" if n is not None else ""}, fitted to {shape}')
   return f'data.source={data.source!r}'
 
 
