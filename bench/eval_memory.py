@@ -29,6 +29,19 @@ def _maxrss_bytes() -> int:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
 
+def _hwm_bytes():
+  """VmHWM of /proc/self/status: this process's own peak RSS (ru_maxrss can carry the peak of
+  the parent it was forked from across exec); None where there is no /proc."""
+  try:
+    with open('/proc/self/status') as f:
+      for line in f:
+        if line.startswith('VmHWM:'):
+          return int(line.split()[1]) * 1024
+  except (OSError, ValueError, IndexError):
+    pass
+  return None
+
+
 def child(batch_size: int, num_samples: int, weights_spec: str) -> dict:
   """One evaluation at `batch_size` in this process; returns the measurements."""
   sys.path.insert(0, ROOT)
@@ -67,6 +80,7 @@ def child(batch_size: int, num_samples: int, weights_spec: str) -> dict:
       'num_samples': num_samples,
       'weights': label,
       'peak_rss_bytes': _maxrss_bytes(),
+      'peak_vmhwm_bytes': _hwm_bytes(),
       'rss_after_imports_bytes': rss_imported,
       'rss_before_eval_bytes': rss_ready,
       'rss_after_reference_stats_bytes': rss_reference,
@@ -119,9 +133,7 @@ def main(argv=None):
           flush=True)
     return None
 
-  sys.path.insert(0, ROOT)
-  from bench import common  # pylint: disable=g-import-not-at-top
-  points = []
+  points = []  # children first: a parent that imported jax would lend them its RSS
   for b in (int(s) for s in args.batch_sizes.split(',')):
     point = run_point(b, max(args.num_samples, b), args.weights, args.timeout)
     points.append(point)
@@ -130,6 +142,8 @@ def main(argv=None):
              f'{point["eval_seconds_incl_compile"]:.0f} s' if 'peak_rss_bytes' in point
              else f'failed: {point["error"][-300:]}')
     print(f'batch {b}: {shown}', flush=True)
+  sys.path.insert(0, ROOT)
+  from bench import common  # pylint: disable=g-import-not-at-top
   slope = per_image_bytes(points)
   peak_slope = per_image_bytes(points, 'peak_rss_bytes')
   result = {**common.header('eval_memory', quick=False), 'points': points,

@@ -203,6 +203,7 @@ def test_eval_memory_records_peak_rss_per_batch_size(tmp_path):
   assert [p['batch_size'] for p in points] == [2, 4] and all('error' not in p for p in points)
   for p in points:
     assert p['peak_rss_bytes'] >= p['rss_after_reference_stats_bytes'] >= (
-        p['rss_before_eval_bytes']) > p['rss_after_imports_bytes'] > 0
-    assert p['weights'] == 'tiny' and math.isfinite(p['fid'])
-  assert isinstance(result['per_image_bytes'], float)
+        p['rss_before_eval_bytes']) >= p['rss_after_imports_bytes'] > 0  # a running maximum
+    assert p['peak_vmhwm_bytes'] > 0
+    assert p['weights'] == 'tiny' and 'fid' in p  # of 4 samples: any number (even NaN)
+  assert isinstance(result['per_image_bytes'], float)  # ~0 for the tiny net
