@@ -31,7 +31,7 @@ KID_REFERENCE_SIZE = 10_000  # features kept in cached stats for KID
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff')
 # Memory per image of an Inception batch (299x299 activations, XLA's buffers), to bound the
 # batch by the device's memory. Measured on CPU (bench/eval_memory.py,
-# bench/results/2026-12-02-cpu-eval_memory.json): 28.2 MiB per image, the slope of peak RSS
+# bench/results/2026-12-02-cpu-eval_memory.json): 27.9 MiB per image, the slope of peak RSS
 # over batches of 2 to 16; an end-of-run FID-50k at batch 500 peaked at 18.8 GB, 36 MiB per
 # image all included. The larger figure is used.
 INCEPTION_BYTES_PER_IMAGE = 36 * 2 ** 20
