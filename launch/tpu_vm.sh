@@ -91,7 +91,7 @@ default_version() {
     v5p-*) echo v2-alpha-tpuv5 ;;
     v5litepod-*|v5e-*) echo v2-alpha-tpuv5-lite ;;
     v2-*|v3-*|v4-*) echo tpu-ubuntu2204-base ;;
-    *) die "no default --version for accelerator type '$1'; pass --version" ;;
+    *) die "no default --version for --accelerator-type '$1'; pass --version" ;;
   esac
 }
 
@@ -110,7 +110,6 @@ parse_args() {
     shift
   done
   NAME="${NAME:-vitgan-$ACCELERATOR_TYPE}"
-  VERSION="${VERSION:-$(default_version "$ACCELERATOR_TYPE")}"
 }
 
 set_option() {
@@ -201,17 +200,51 @@ cmd_setup() {
 }
 
 cmd_train() {
-  [[ -n "$WORKDIR" ]] || die "train needs --workdir gs://BUCKET/PATH (or VITGAN_WORKDIR)"
-  [[ "$WORKDIR" == gs://* ]] || die "--workdir must be a gs:// path: every worker (and you, \
-after the TPU is deleted) must see the same checkpoints and logs; got '$WORKDIR'"
   local args=("--config=$CONFIG" "--workdir=$WORKDIR" "${TRAIN_ARGS[@]}")
   tpu_ssh all "bash $WORKER_SCRIPT start $(quote "${args[@]}")"
   echo "# Follow: launch/tpu_vm.sh logs --name=$NAME${ZONE:+ --zone=$ZONE}" \
        " |  TensorBoard: tensorboard --logdir=$WORKDIR"
 }
 
+# Every argument is checked here, before the first gcloud call: a mistake must not leave a
+# billed TPU created and set up behind a refusal.
+validate() {
+  case "$COMMAND" in
+    up|create|setup|train|logs|status|stop|delete|ssh) ;;
+    *) die "unknown command '$COMMAND' (see --help)" ;;
+  esac
+  [[ "$ACCELERATOR_TYPE" =~ ^v[0-9]+[a-z]*(pod)?-[0-9]+$ ]] || die "--accelerator-type \
+'$ACCELERATOR_TYPE' is not a TPU type such as v3-8, v4-32 or v5litepod-16"
+  [[ -n "$NAME" ]] || die "--name must not be empty"
+  [[ "$NAME" =~ ^[a-z]([-a-z0-9]*[a-z0-9])?$ ]] || die "--name '$NAME': lowercase letters, \
+digits and hyphens, starting with a letter (a TPU name)"
+  [[ "$WORKER" == all || "$WORKER" =~ ^[0-9]+$ ]] || die "--worker must be a number or 'all'; \
+got '$WORKER'"
+  if [[ "$COMMAND" == up || "$COMMAND" == train ]]; then
+    [[ -n "$WORKDIR" ]] || die "$COMMAND needs --workdir gs://BUCKET/PATH (or VITGAN_WORKDIR)"
+    [[ "$WORKDIR" =~ ^gs://[^/]+ ]] || die "--workdir must be a gs:// path: every worker (and \
+you, after the TPU is deleted) must see the same checkpoints and logs; got '$WORKDIR'"
+    [[ -n "$CONFIG" ]] || die "--config must not be empty"
+    # Workers run from their copy of the code, so the config is a path inside the checkout.
+    if [[ -z "$REPO" && ! -f "$ROOT/$CONFIG" ]]; then
+      die "--config $CONFIG: no such file in $ROOT (give a path relative to the checkout, \
+e.g. configs/vitgan_cifar10.py)"
+    fi
+  fi
+  if [[ "$COMMAND" == up || "$COMMAND" == setup ]]; then
+    [[ -n "$PYTHON" ]] || die "--python must not be empty"
+    if [[ -z "$REPO" ]]; then
+      git -C "$ROOT" rev-parse --git-dir >/dev/null 2>&1 || die "$ROOT is not a git checkout: \
+the code copied to the workers is its git ls-files; pass --repo URL instead"
+    fi
+  fi
+  if [[ -n "$REF" && -z "$REPO" ]]; then die "--ref needs --repo"; fi
+  VERSION="${VERSION:-$(default_version "$ACCELERATOR_TYPE")}"
+}
+
 main() {
   parse_args "$@"
+  validate
   location_flags
   case "$COMMAND" in
     up) cmd_create; cmd_setup; cmd_train ;;

@@ -189,3 +189,21 @@ def test_memory_plan_grows_with_the_batch(tmp_path):
   assert small['train_state_bytes'] == large['train_state_bytes'] > 0
   assert large['xla_memory']['temp_size_in_bytes'] > small['xla_memory']['temp_size_in_bytes']
   assert large['estimated_step_gib'] > small['estimated_step_gib'] > 0
+
+
+def test_eval_memory_records_peak_rss_per_batch_size(tmp_path):
+  from bench import eval_memory  # pylint: disable=g-import-not-at-top
+  out = tmp_path / 'eval_memory.json'
+  eval_memory.main(['--batch_sizes', '2,4', '--num_samples', '4', '--weights', 'tiny',
+                    '--out', str(out)])
+  with open(out) as f:
+    result = json.load(f)
+  assert result['benchmark'] == 'eval_memory' and result['is_cpu_result'] is True
+  points = result['points']
+  assert [p['batch_size'] for p in points] == [2, 4] and all('error' not in p for p in points)
+  for p in points:
+    assert p['peak_rss_bytes'] >= p['rss_after_reference_stats_bytes'] >= (
+        p['rss_before_eval_bytes']) >= p['rss_after_imports_bytes'] > 0  # a running maximum
+    assert p['peak_vmhwm_bytes'] > 0
+    assert p['weights'] == 'tiny' and 'fid' in p  # of 4 samples: any number (even NaN)
+  assert isinstance(result['per_image_bytes'], float)  # ~0 for the tiny net

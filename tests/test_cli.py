@@ -39,3 +39,29 @@ def test_console_command_trains_and_samples(tmp_path):
   assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
   samples = np.load(os.path.join(workdir, 'samples', 'samples.npz'))['x']
   assert samples.shape == (9, 32, 32, 3) and samples.dtype == np.uint8
+
+  # What the run said it trained on, and its closing summary.
+  assert 'Training on ' in log and ('1,834 images of' in log or 'FIXED NOISE IMAGES' in log)
+  assert 'Finished at step 4 of 4: 64 images seen' in log and f'Checkpoints: {workdir}' in log
+
+  out = str(tmp_path / 'elsewhere' / 'grid.png')
+  result = subprocess.run(_command() + flags[:4] + ['--mode', 'sample', '--num_samples', '4',
+                                                    '--seed', '3', '--out', out],
+                          cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+  seeded = np.load(str(tmp_path / 'elsewhere' / 'grid.npz'))['x']
+  assert np.asarray(Image.open(out)).shape == (2 * 32, 2 * 32, 3)
+  assert seeded.shape == (4, 32, 32, 3) and not np.array_equal(seeded, samples[:4])
+  import vitgan_jax  # pylint: disable=g-import-not-at-top
+  np.testing.assert_array_equal(vitgan_jax.load(workdir).generate(4, seed=3), seeded)
+
+
+def test_help_lists_modes_flags_and_an_example():
+  result = subprocess.run(_command() + ['--help'], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert result.returncode == 0, result.stderr[-2000:]
+  out = result.stdout
+  for needle in ('Modes:', 'train', 'sample', 'eval', '--config', '--workdir', '--mode',
+                 '--num_samples', '--seed', '--out', 'Examples:', 'vitgan_jax.load'):
+    assert needle in out, needle
+  assert 'Try --helpfull' not in out

@@ -309,6 +309,23 @@ def test_random_source_is_fixed_noise_of_the_model_shape():
   assert images.shape == (10, 16, 16, 3) and images.dtype == np.uint8 and images.std() > 50
 
 
+def test_describe_says_what_a_run_trains_on(tmp_path):
+  noise = input_pipeline.describe(_config(source='random', image_size=16))
+  assert noise.startswith('FIXED NOISE IMAGES, not a dataset') and '1,024' in noise
+  assert '16x16x3' in noise
+  np.savez(tmp_path / 'x.npz', x=np.zeros((1834, 8, 8, 3), np.uint8))
+  described = input_pipeline.describe(_config(source='npz', path=str(tmp_path / 'x.npz')))
+  assert described == f"1,834 images of {tmp_path / 'x.npz'} (data.source='npz'), 8x8x3"
+  assert input_pipeline.describe(_config(), arrays=np.zeros((5, 8, 8, 3), np.uint8)) == (
+      "5 images given in memory (data.source='arrays'), 8x8x3")
+  folder = input_pipeline.describe(_config(source='folder', path='/data/faces'))
+  assert '/data/faces' in folder
+  tfds_line = input_pipeline.describe(_config(source='tfds', name='cifar10',
+                                              data_dir=str(tmp_path / 'none')))
+  assert tfds_line == (f"TFDS cifar10, split 'train', data_dir {tmp_path / 'none'}, "
+                       'fitted to 8x8x3')  # not prepared there: no count, and no download
+
+
 def test_tfds_unprepared_and_offline_fails_in_seconds_with_one_line(tmp_path, monkeypatch):
   """A fresh install reads the builder's download URLs (this import chain once needed a
   package etils stopped pulling in), and an unreachable host is one error, not minutes of

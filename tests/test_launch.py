@@ -202,6 +202,25 @@ def test_up_stops_at_a_preempted_tpu(tmp_path):
   assert len(record.read_text().splitlines()) == 1  # only the describe
 
 
+@pytest.mark.parametrize('bad, why', [
+    (['--workdir=/home/me/run'], 'gs://'),                 # workers would not share it
+    (['--workdir='], '--workdir'),
+    (['--config=configs/no_such_config.py'], 'no_such_config.py'),
+    (['--accelerator-type=v3_8'], '--accelerator-type'),
+    (['--name=My_TPU'], '--name'),
+    (['--ref=v1'], '--repo'),
+])
+def test_up_validates_every_argument_before_any_gcloud_call(tmp_path, bad, why):
+  """A bad argument must not leave a created (billed) TPU behind a refusal."""
+  env, record = _fake_gcloud(tmp_path, None)
+  result = _bash(TPU_VM, 'up', *COMMON, *bad, env=env, check=False)
+  assert result.returncode == 2 and why in result.stderr, result.stderr
+  assert not record.exists(), 'gcloud was called: ' + record.read_text()
+  assert not result.stdout
+  dry = _bash(TPU_VM, 'up', '--dry-run', *COMMON, *bad, check=False)
+  assert dry.returncode == 2 and not _commands(dry.stdout)
+
+
 # --- tpu_train_worker.sh, on a pretend TPU worker ---------------------------------------------
 
 

@@ -290,6 +290,52 @@ def create_dataset(config, *, batch_size, seed, start_step=0, process_index=None
                    "or 'random'.")
 
 
+def _npz_count(path):
+  """Rows of the array 'x' in an .npz, from its header (nothing loaded); None if unreadable."""
+  import zipfile  # pylint: disable=g-import-not-at-top
+  try:
+    with zipfile.ZipFile(path) as archive, archive.open('x.npy') as f:
+      version = np.lib.format.read_magic(f)
+      header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                else np.lib.format.read_array_header_2_0)
+      return int(header(f)[0][0])
+  except (OSError, KeyError, ValueError, IndexError, zipfile.BadZipFile):
+    return None
+
+
+def _tfds_count(data):
+  """num_examples of a prepared TFDS split, without preparing or downloading; None if unknown."""
+  try:
+    _, tfds = _import_tf()
+    builder = tfds.builder(data.name, data_dir=data.data_dir or None)
+    return int(builder.info.splits[data.split].num_examples) if builder.is_prepared() else None
+  except Exception:  # pylint: disable=broad-except  # a description must never fail a run
+    return None
+
+
+def describe(config, arrays=None) -> str:
+  """What a run trains on, in words: source, where, how many images (when known), size."""
+  data, size = config.data, config.model.image_size
+  shape = f'{size}x{size}x{config.model.channels}'
+  count = lambda n: f'{n:,} images' if n is not None else 'images'  # noqa: E731
+  if data.source == 'random':
+    return (f"FIXED NOISE IMAGES, not a dataset (data.source='random': {RANDOM_IMAGES:,} "
+            f'uniform-noise images, {shape}; a plumbing check, the model learns noise)')
+  if data.source == 'arrays':
+    n = None if arrays is None else len(arrays)
+    return f"{count(n)} given in memory (data.source='arrays'), {shape}"
+  if data.source == 'npz':
+    return f"{count(_npz_count(data.path))} of {data.path} (data.source='npz'), {shape}"
+  if data.source == 'folder':
+    return f"the images under {data.path} (data.source='folder'), fitted to {shape}"
+  if data.source == 'tfds':
+    where = f', data_dir {data.data_dir}' if data.data_dir else ''
+    n = _tfds_count(data)
+    return (f"TFDS {data.name}, split {data.split!r}{where}"
+            f'{f" ({n:,} images)" if n is not None else ""}, fitted to {shape}')
+  return f'data.source={data.source!r}'
+
+
 def _pil_fit_image(path, *, image_size, channels, crop_size, resize_mode):
   """PIL twin of _tf_fit_image for one file: uint8 [image_size, image_size, channels]."""
   from PIL import Image  # pylint: disable=g-import-not-at-top

@@ -19,7 +19,8 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 from jax.experimental import multihost_utils
 
-from vitgan_jax import checkpoint, errors, health, input_pipeline, sample, sharding, train
+from vitgan_jax import checkpoint, curves as curves_lib, errors, health, input_pipeline, sample
+from vitgan_jax import sharding, train
 from vitgan_jax import workdir as workdir_lib
 
 NonFiniteError = errors.NonFiniteError
@@ -30,6 +31,14 @@ def _say(message: str) -> None:
   logging.info(message)
   if sharding.is_main_process():
     print(message, flush=True)
+
+
+def _tell(message: str, announce: bool) -> None:
+  """_say when announcing, else the log only."""
+  if announce:
+    _say(message)
+  else:
+    logging.info(message)
 
 
 class PreemptionWatch:
@@ -145,12 +154,13 @@ def _announce_resume(workdir, ckpt, start_step, unreadable, differences) -> None
          f'{checkpoint.describe_differences(other)}')
 
 
-def run(config, workdir: str, *, arrays=None, writer=None):
+def run(config, workdir: str, *, arrays=None, writer=None, announce=False):
   """Body of train.train_and_evaluate; returns the final TrainState.
 
   `arrays` (uint8 NHWC) feeds data.source 'arrays'; `writer` (a clu MetricWriter) replaces
-  the default TensorBoard + logging writer. The workdir is locked (workdir.WorkdirLock) for
-  the whole run.
+  the default TensorBoard + logging writer; `announce` says on stdout what the run trains on
+  and sums it up at the end (train_and_evaluate, hence vitgan-train, does; else only logged).
+  The workdir is locked (workdir.WorkdirLock) for the whole run.
   """
   watch = PreemptionWatch()  # first: a SIGTERM during the slow setup and compile is kept
   lock = None
@@ -207,8 +217,11 @@ def _run(config, workdir: str, watch, *, arrays, writer):
     state = state if resumed else jax.jit(
         lambda r: train.create_train_state(config, r, generator, discriminator, g_tx, d_tx),
         out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(config.training.seed))
+    _tell(f'Training on {input_pipeline.describe(config, arrays)}; global batch {batch_size}, '
+          f'steps {start_step:,} -> {config.training.num_steps:,}.', announce)
     state = _train(config, workdir, state, start_step, data, train_step, generator, evaluator,
-                   ckpt, watch, writer, mesh, fresh=not resumed, discriminator=discriminator)
+                   ckpt, watch, writer, mesh, fresh=not resumed, discriminator=discriminator,
+                   announce=announce)
   finally:
     ckpt.wait()  # a pending save of a good state completes even when the run stops on an error
     ckpt.close()
@@ -216,7 +229,7 @@ def _run(config, workdir: str, watch, *, arrays, writer):
 
 
 def _train(config, workdir, state, start_step, data, train_step, generator, evaluator, ckpt,
-           watch, writer, mesh, fresh, discriminator):
+           watch, writer, mesh, fresh, discriminator, announce=False):
   """The steps from start_step to training.num_steps, or until preempted."""
   main_process = sharding.is_main_process()
   writer = writer or metric_writers.create_default_writer(workdir, just_logging=not main_process)
@@ -237,6 +250,8 @@ def _train(config, workdir, state, start_step, data, train_step, generator, eval
   next_eval_s = eval_every_s
   t_last, step_last = 0.0, start_step
   step = start_step
+  wall_start, last, last_eval = time.time(), {}, {}
+  curves = curves_lib.Curves(workdir, start_step, enabled=main_process)
   if step >= num_steps:
     _say(f'Nothing to do: step {step} >= training.num_steps={num_steps}.')
   if watch.reason is not None and step < num_steps:  # e.g. SIGTERM while restoring
@@ -245,7 +260,7 @@ def _train(config, workdir, state, start_step, data, train_step, generator, eval
     return state
   if evaluator is not None and eval_every_s > 0 and fresh:
     with clock.pause():  # the curve's starting point
-      _evaluate(evaluator, state, step, ckpt, writer, clock)
+      last_eval = _evaluate(evaluator, state, step, ckpt, writer, clock, curves, batch_size)
   while step < num_steps:
     local = next(data)
     if step == poison_step:
@@ -282,6 +297,8 @@ def _train(config, workdir, state, start_step, data, train_step, generator, eval
       t_last, step_last = now, step
       writer.write_scalars(step, scalars)
       _say(progress_line(step, num_steps, scalars))
+      last = scalars
+      curves.add(step, step * batch_size, scalars)
     with clock.pause():
       if sample_every and (step % sample_every == 0 or step == num_steps):
         _write_grid(writer, workdir, config, sample_fn, state, z_fixed, step)
@@ -291,11 +308,32 @@ def _train(config, workdir, state, start_step, data, train_step, generator, eval
       due = (eval_every > 0 and step % eval_every == 0) or step == num_steps or (
           eval_every_s > 0 and clock.seconds() >= next_eval_s)
       if evaluator is not None and due:
-        _evaluate(evaluator, state, step, ckpt, writer, clock)
+        last_eval = _evaluate(evaluator, state, step, ckpt, writer, clock, curves, batch_size)
         while eval_every_s > 0 and next_eval_s <= clock.seconds():
           next_eval_s += eval_every_s
+  if curves.points and not last_eval:  # without FID, the D curves are drawn once, at the end
+    curves.save()
+  _tell(_summary(config, workdir, ckpt, step, start_step, time.time() - wall_start,
+                 clock.seconds(), last, last_eval, curves), announce)
   writer.flush()
   return state
+
+
+def _summary(config, workdir, ckpt, step, start_step, wall_s, train_s, last, last_eval,
+             curves) -> str:
+  """The run in one paragraph: how far, how long, the last numbers, where everything is."""
+  batch_size, num_steps = config.training.batch_size, config.training.num_steps
+  how = 'Finished' if step >= num_steps else 'Stopped'
+  losses = ', '.join(f'{k} {last[k]:.4g}' for k in ('d_loss', 'g_loss', 'd_real', 'd_fake')
+                     if k in last)
+  fid = f'; FID {last_eval["fid"]:.4g}' if 'fid' in last_eval else ''
+  where = (f'Checkpoints: {ckpt.directory}. Samples: {os.path.join(workdir, "samples")}. '
+           f'TensorBoard: tensorboard --logdir {workdir}.')
+  if curves.points:
+    where += f' Curves: {os.path.join(workdir, curves_lib.PNG)}.'
+  return (f'{how} at step {step:,} of {num_steps:,}: {step * batch_size:,} images seen '
+          f'({(step - start_step) * batch_size:,} in this run), {wall_s:.0f} s wall time '
+          f'({train_s:.0f} s training). Last: {losses or "no losses logged"}{fid}. {where}')
 
 
 class TrainClock:
@@ -360,8 +398,11 @@ def progress_line(step: int, num_steps: int, scalars) -> str:
   return ' | '.join(parts)
 
 
-def _evaluate(evaluator, state, step, ckpt, writer, clock) -> None:
-  """Runs the evaluator, logs its scalars, keeps the state in checkpoints_best on a new best FID."""
+def _evaluate(evaluator, state, step, ckpt, writer, clock, curves=None, batch_size=0) -> dict:
+  """Runs the evaluator, logs its scalars, keeps the state in checkpoints_best on a new best FID.
+
+  Returns the scalars; redraws workdir/curves.png when given `curves`.
+  """
   _check_finite(state, ckpt)
   trained = clock.seconds()  # before the evaluation, whose time is off the clock
   result = evaluator(state)
@@ -370,6 +411,10 @@ def _evaluate(evaluator, state, step, ckpt, writer, clock) -> None:
   _say(f'step {step}: ' + ', '.join(f'{k} {v:.4g}' for k, v in scalars.items()))
   if 'fid' in result and ckpt.save_best(step, state, result['fid']):
     _say(f'New best FID {float(result["fid"]):.3f} at step {step}: kept in checkpoints_best.')
+  if curves is not None:
+    curves.add(step, step * batch_size, scalars)
+    curves.save()
+  return scalars
 
 
 def _check_finite(state, ckpt) -> None:

@@ -22,12 +22,47 @@ config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and samples (may be gs://).')
 flags.DEFINE_enum('mode', 'train', ['train', 'sample', 'eval'], 'What to do.')
 flags.DEFINE_integer('num_samples', 64, '--mode sample: how many images.')
+flags.DEFINE_integer('seed', None, '--mode sample: seed of the latents (default: '
+                     'config.training.seed).')
+flags.DEFINE_string('out', None, '--mode sample: where the PNG grid goes (the .npz of uint8 '
+                    'images beside it); default workdir/samples/sample_grid.png.')
 flags.DEFINE_integer('step', None, '--mode sample/eval: this checkpoint step, not the latest.')
 flags.DEFINE_bool('best', False, '--mode sample/eval: the best-FID checkpoint (checkpoints_best).')
 flags.DEFINE_string('coordinator_address', None, 'Multi-host: jax.distributed coordinator.')
 flags.DEFINE_integer('num_processes', None, 'Multi-host: number of processes.')
 flags.DEFINE_integer('process_id', None, 'Multi-host: this process.')
 flags.mark_flags_as_required(['config', 'workdir'])
+
+
+USAGE = """\
+vitgan-train: train, sample and evaluate ViTGAN-family GANs (JAX/Flax).
+
+Usage: vitgan-train --config CONFIG.py --workdir DIR [--mode MODE] [--config.KEY=VALUE ...]
+
+Modes:
+  train   (default) train, or resume from the workdir's latest checkpoint; TensorBoard
+          events, sample grids (DIR/samples) and checkpoints (DIR/checkpoints) go to DIR
+  sample  a PNG grid and an .npz of uint8 images from the latest checkpoint
+          (--num_samples, --seed, --out, --step N, --best)
+  eval    FID / IS / KID of the latest checkpoint (--step N, --best): printed, written to
+          DIR/eval/step_N.json and to TensorBoard (DIR/eval)
+
+Examples:
+  vitgan-train --config configs/smoke.py --workdir /tmp/smoke        # ~1 min on a CPU
+  vitgan-train --config configs/vitgan_cifar10.py --workdir /tmp/c10 \\
+      --config.training.batch_size=64 --config.eval.every_steps=5000
+  vitgan-train --config configs/vitgan_cifar10.py --workdir /tmp/c10 --mode sample \\
+      --num_samples 64 --seed 1 --out /tmp/grid.png
+From Python: gan = vitgan_jax.load('/tmp/c10'); images = gan.generate(64, seed=0)
+"""
+HELP_ARGS = ('-h', '--help', '-help', '--helpshort', '-helpshort', '-?')
+
+
+def help_text() -> str:
+  """USAGE and this module's flags (absl lists only the main module's for console scripts)."""
+  module = sys.modules[__name__]
+  return f'{USAGE}\nFlags:\n{FLAGS.module_help(module)}\n' \
+         '\nAll flags (absl, jax): --helpfull. Config fields: see configs/default.py.'
 
 
 def fail(message: str) -> None:
@@ -58,6 +93,9 @@ def unknown_key_message(config, paths) -> str:
 
 def parse_flags(argv):
   """absl's flag parsing, with one-line errors for bad flags, config files and config keys."""
+  if any(arg in HELP_ARGS for arg in argv[1:]):
+    print(help_text(), flush=True)
+    sys.exit(0)
   try:
     args = FLAGS(argv)
     getattr(FLAGS.config, 'model')  # a config file that failed to load raises on first access
@@ -128,18 +166,30 @@ def _run_mode(config, workdir, mode):
     from vitgan_jax import train  # pylint: disable=g-import-not-at-top
     train.train_and_evaluate(config, workdir)
   elif mode == 'sample':
-    from vitgan_jax import sample  # pylint: disable=g-import-not-at-top
-    import numpy as np  # pylint: disable=g-import-not-at-top
-    images = sample.generate(config, workdir, FLAGS.num_samples, seed=config.training.seed,
-                             step=FLAGS.step, best=FLAGS.best)
-    rows = max(int(len(images) ** 0.5), 1)
-    path = os.path.join(workdir, 'samples', 'sample_grid.png')
-    sample.save_png(path, sample.image_grid(images, rows))
-    np.savez_compressed(os.path.join(workdir, 'samples', 'samples.npz'), x=images)
-    print(f'Wrote {len(images)} samples to {path} and samples.npz', flush=True)
+    _sample(config, workdir)
   else:
     from vitgan_jax.evaluation import run_eval  # pylint: disable=g-import-not-at-top
     run_eval.evaluate_workdir(config, workdir, step=FLAGS.step, best=FLAGS.best)
+
+
+def _sample(config, workdir):
+  """--mode sample: a PNG grid at --out (default workdir/samples/sample_grid.png), .npz beside."""
+  from vitgan_jax import inference, sample  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  seed = config.training.seed if FLAGS.seed is None else FLAGS.seed
+  gan = inference.load(workdir, config=config, step=FLAGS.step, best=FLAGS.best)
+  images = gan.generate(FLAGS.num_samples, seed=seed)
+  path = FLAGS.out or os.path.join(workdir, 'samples', 'sample_grid.png')
+  stem = path[:-len('.png')] if path.lower().endswith('.png') else path
+  png, npz = stem + '.png', (os.path.join(os.path.dirname(path), 'samples.npz')
+                              if FLAGS.out is None else stem + '.npz')
+  rows = max(int(len(images) ** 0.5), 1)
+  sample.save_png(png, sample.image_grid(images, rows))
+  with epath.Path(npz).open('wb') as f:
+    np.savez_compressed(f, x=images)
+  print(f'Wrote {len(images)} samples (step {gan.step}, seed {seed}) to {png} and {npz}',
+        flush=True)
 
 
 def run():

@@ -40,17 +40,8 @@ def save_png(path: str, image: np.ndarray) -> None:
 def generate(config, workdir: str, num_samples: int, seed: int = 0, use_ema: bool = True,
              batch_size: int = 256, step=None, best: bool = False) -> np.ndarray:
   """uint8 samples (N, H, W, C) from the latest (or `step`, or best-FID) checkpoint."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from vitgan_jax import checkpoint, errors, train  # pylint: disable=g-import-not-at-top
+  from vitgan_jax import errors, inference  # pylint: disable=g-import-not-at-top
   if num_samples < 1:  # before the restore, so the mistake costs nothing
     raise errors.ConfigError(f'--num_samples {num_samples}: need at least 1 sample')
-  state, generator = checkpoint.restore_for_inference(config, workdir, step=step, best=best)
-  sample = train.sample_fn(generator, use_ema)
-  rng = jax.random.PRNGKey(seed)
-  out = []
-  for start in range(0, num_samples, batch_size):
-    rng, key = jax.random.split(rng)
-    z = jax.random.normal(key, (min(batch_size, num_samples - start),
-                                config.model.generator.latent_dim))
-    out.append(to_uint8(sample(state, z)))
-  return np.concatenate(out)
+  gan = inference.load(workdir, config=config, step=step, best=best, use_ema=use_ema)
+  return gan.generate(num_samples, seed=seed, batch_size=batch_size)

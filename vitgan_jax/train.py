@@ -254,4 +254,4 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   steps/s, images/s), 8x8 EMA sample grids from a fixed z, checkpoints, and FID when enabled.
   """
   from vitgan_jax import loop  # the loop's I/O lives apart from the pure step above
-  return loop.run(config, workdir)
+  return loop.run(config, workdir, announce=True)

@@ -190,6 +190,42 @@ def test_extractor_batches_pads_and_keeps_order():
   np.testing.assert_allclose(out['pool'], expected, rtol=1e-5)
 
 
+def test_batch_size_is_bounded_by_free_memory_and_a_multiple_of_the_shards():
+  mib = 2 ** 20
+  fit = lambda requested, shards, free: metrics.fitting_batch_size(  # noqa: E731
+      requested, shards, per_image_bytes=40 * mib, available_bytes=free, fraction=0.5)
+  assert fit(500, 1, 64 * 1024 * mib) == 500          # plenty of memory: the config's number
+  assert fit(500, 1, 4 * 1024 * mib) == 51            # 2 GiB usable / 40 MiB per image
+  assert fit(500, 8, 4 * 1024 * mib) == 48            # ... rounded down to the 8 shards
+  assert fit(500, 8, 100 * mib) == 8                  # never below one image per shard
+  assert fit(6, 4, 64 * 1024 * mib) == 8              # rounded up, as FeatureExtractor does
+  assert metrics.available_memory_bytes() > 0         # CPU: the host's available RAM
+  assert metrics.fitting_batch_size(10 ** 9) < 10 ** 9
+
+
+def test_compute_fid_extractor_fits_the_memory_too(monkeypatch):
+  monkeypatch.setattr(metrics, 'available_memory_bytes', lambda device=None: 2 ** 30)
+  extractor = metrics.make_feature_extractor({'w': np.ones((6, 4), np.float32)}, batch_size=200)
+  assert extractor.batch_size == int(2 ** 29 // metrics.INCEPTION_BYTES_PER_IMAGE) < 200
+
+
+def test_progress_lines_every_tenth_with_rate_and_eta():
+  lines = []
+  progress = metrics.Progress('FID samples', 100, quiet_s=0, out=lines.append)
+  for _ in range(20):
+    progress.update(5)
+  assert len(lines) == 10 and lines[-1].startswith('FID samples: 100% (100/100 images)')
+  assert 'images/s' in lines[0] and 'ETA' in lines[0] and lines[0].startswith('FID samples: 10%')
+  quiet = []
+  progress = metrics.Progress('x', 100, quiet_s=3600, out=quiet.append)
+  progress.update(100)
+  assert not quiet  # a short job says nothing
+  lines = []
+  out = _tiny_extractor(batch_size=4)(_images(0, 11), progress=metrics.Progress(
+      'features', 11, quiet_s=0, out=lines.append))
+  assert len(out['pool']) == 11 and lines[-1].startswith('features: 100% (11/11 images)')
+
+
 def test_extractor_shards_over_several_devices():
   script = textwrap.dedent('''
       import numpy as np

@@ -103,12 +103,43 @@ def test_missing_inception_weights_is_a_one_line_config_error(tmp_path, monkeypa
     train_eval.make_feature_extractor(tiny_config(), sharding.create_mesh())
 
 
+def test_inception_batch_fits_the_memory_and_evaluation_says_what_it_does(monkeypatch,
+                                                                          capsys):
+  monkeypatch.setattr(train_eval.weights, 'load_inception_params',
+                      lambda path: {'w': np.ones((6, 4), np.float32)})
+  monkeypatch.setattr(metrics, 'available_memory_bytes', lambda device=None: 2 ** 30)
+  config = tiny_config()
+  config.eval.batch_size = 500
+  extractor = train_eval.make_feature_extractor(config, sharding.create_mesh())
+  per_image = metrics.INCEPTION_BYTES_PER_IMAGE
+  assert extractor.batch_size == min(500, int(2 ** 30 * metrics.MEMORY_FRACTION // per_image))
+  assert f'FID Inception batch {extractor.batch_size} instead of eval.batch_size=500' in (
+      capsys.readouterr().out)
+
+  monkeypatch.setattr(metrics, 'PROGRESS_QUIET_SECONDS', 0.0)
+  config = tiny_config(num_samples=24)
+  mesh = sharding.create_mesh()
+  generator, state = initial_state(config, mesh)
+  evaluator = train_eval.make_evaluator(config, generator, mesh, arrays=real_images(),
+                                        extractor=tiny_extractor(mesh))
+  out = capsys.readouterr().out
+  assert 'Computing FID reference statistics of 20 images' not in out  # arrays: no cache
+  evaluator(state)
+  out = capsys.readouterr().out.splitlines()
+  assert out[0] == 'Evaluating FID on 24 samples (Inception batch 8) ...'
+  assert [line.split(' (')[0] for line in out[1:4]] == [
+      'samples: 33%', 'samples: 67%', 'samples: 100%']
+  assert all('images/s, ETA' in line for line in out[1:4])
+  assert out[4:] == ['samples: features done; statistics, Frechet distance, KID ...']
+
+
 def test_eval_mode_without_reference_data_says_what_to_set(tmp_path):
   with pytest.raises(errors.ConfigError, match='eval.reference_stats'):
     run_eval.evaluate_workdir(tiny_config(), str(tmp_path))
 
 
-def test_training_logs_fid_keeps_best_and_eval_mode_reproduces_it(tmp_path, monkeypatch):
+def test_training_logs_fid_keeps_best_and_eval_mode_reproduces_it(tmp_path, monkeypatch,
+                                                                  capsys):
   """2 steps with FID at each: scalars logged, checkpoints_best kept; --mode eval's JSON on the
   best checkpoint gives the FID that training logged for it."""
   monkeypatch.setattr(train_eval, 'make_feature_extractor',
@@ -118,7 +149,7 @@ def test_training_logs_fid_keeps_best_and_eval_mode_reproduces_it(tmp_path, monk
   config.logging.every_steps, config.checkpoint.every_steps = 1, 1
   writer = RecordingWriter()
   workdir = str(tmp_path / 'run')
-  loop.run(config, workdir, arrays=real_images(), writer=writer)
+  loop.run(config, workdir, arrays=real_images(), writer=writer, announce=True)
   logged = writer.scalars
   fids = {step: logged[step]['fid'] for step in (1, 2)}
   assert all(np.isfinite(list(fids.values()))) and 'kid' in logged[2] and 'is' in logged[2]
@@ -132,6 +163,28 @@ def test_training_logs_fid_keeps_best_and_eval_mode_reproduces_it(tmp_path, monk
   path = os.path.join(workdir, 'eval', f'step_{best_step:08d}_best.json')
   with open(path) as f:
     assert json.load(f)['fid'] == record['fid']
+
+  out = capsys.readouterr().out
+  assert "Training on 24 images given in memory (data.source='arrays'), 16x16x3" in out
+  summary = [line for line in out.splitlines() if line.startswith('Finished at step 2 of 2')]
+  assert len(summary) == 1 and '16 images seen' in summary[0] and 'FID ' in summary[0]
+  assert f'TensorBoard: tensorboard --logdir {workdir}' in summary[0]
+  assert 'curves.png' in summary[0] and 'd_loss' in summary[0]
+  # The curves beside the event files: FID at steps 1 and 2, D logits at each logged step.
+  with open(os.path.join(workdir, 'curves.json')) as f:
+    points = json.load(f)
+  assert [(p['step'], p['images']) for p in points if 'fid' in p] == [(1, 8), (2, 16)]
+  assert [p['step'] for p in points if 'd_real' in p and 'd_fake' in p] == [1, 2]
+  with open(os.path.join(workdir, 'curves.png'), 'rb') as f:
+    assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+  # --mode eval's metrics in TensorBoard too, under workdir/eval.
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  events = event_accumulator.EventAccumulator(os.path.join(workdir, 'eval'))
+  events.Reload()
+  tags = events.Tags()
+  logged_fid = (events.Scalars('fid') if 'fid' in tags.get('scalars', []) else
+                [e for e in events.Tensors('fid')] if 'fid' in tags.get('tensors', []) else [])
+  assert [e.step for e in logged_fid] == [best_step], tags
 
 
 EIGHT_DEVICES = '''
@@ -210,5 +263,6 @@ def test_evaluator_on_two_processes_equals_one_process():
       env=dict(env, XLA_FLAGS='--xla_force_host_platform_device_count=4'), cwd=root, text=True,
       capture_output=True, timeout=600)
   assert single.returncode == 0, single.stdout + single.stderr[-3000:]
-  expected = float(single.stdout.split('FID ')[1])
+  expected, = [float(line.split()[1]) for line in single.stdout.splitlines()
+               if line.startswith('FID ')]  # the evaluator's own lines say 'Evaluating FID ...'
   assert len(fids) == 2 and fids[0] == fids[1] == pytest.approx(expected, rel=1e-6), (fids, expected)

@@ -10,6 +10,7 @@ TensorFlow is never imported: folders are read with PIL.
 import dataclasses
 import os
 import re
+import time
 
 import jax
 from absl import logging
@@ -28,6 +29,14 @@ KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
 KID_REFERENCE_SIZE = 10_000  # features kept in cached stats for KID
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.tif', '.tiff')
+# Memory per image of an Inception batch (299x299 activations, XLA's buffers), to bound the
+# batch by the device's memory. Measured on CPU (bench/eval_memory.py,
+# bench/results/2026-12-02-cpu-eval_memory.json): 27.9 MiB per image, the slope of peak RSS
+# over batches of 2 to 16; an end-of-run FID-50k at batch 500 peaked at 18.8 GB, 36 MiB per
+# image all included. The larger figure is used.
+INCEPTION_BYTES_PER_IMAGE = 36 * 2 ** 20
+MEMORY_FRACTION = 0.5  # of the free memory, for the Inception batch (the rest: everything else)
+PROGRESS_QUIET_SECONDS = 5.0  # no progress lines for feature extraction shorter than this
 
 
 # ----------------------------------------------------------------------------
@@ -159,6 +168,102 @@ def kernel_inception_distance(features1, features2, num_subsets=KID_SUBSETS,
 
 
 # ----------------------------------------------------------------------------
+# Memory and progress.
+
+
+def _host_available_bytes():
+  """MemAvailable from /proc/meminfo, else free physical pages (os.sysconf), else None."""
+  try:
+    with open('/proc/meminfo') as f:
+      for line in f:
+        if line.startswith('MemAvailable:'):
+          return int(line.split()[1]) * 1024
+  except (OSError, ValueError, IndexError):
+    pass
+  try:
+    return os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+  except (ValueError, OSError, AttributeError):
+    return None
+
+
+def available_memory_bytes(device=None):
+  """Free memory of `device` (default: the first local one): its allocator's bytes_limit less
+  bytes_in_use where it reports them (GPU, TPU), the host's available RAM on CPU."""
+  device = device or jax.local_devices()[0]
+  try:
+    stats = device.memory_stats()
+  except Exception:  # pylint: disable=broad-except  # not implemented on some backends
+    stats = None
+  if stats and stats.get('bytes_limit'):
+    return int(stats['bytes_limit']) - int(stats.get('bytes_in_use', 0))
+  return _host_available_bytes()
+
+
+def fitting_batch_size(requested, shards=1, per_image_bytes=INCEPTION_BYTES_PER_IMAGE,
+                       available_bytes=None, fraction=MEMORY_FRACTION):
+  """min(requested, what fits), a multiple of `shards` (>= shards).
+
+  What fits: `fraction` of the free memory (available_memory_bytes(), per device) over the
+  per-image cost, times the shards (each device holds batch / shards images).
+  """
+  requested = -(-int(requested) // shards) * shards
+  if available_bytes is None:
+    available_bytes = available_memory_bytes()
+  if not available_bytes or per_image_bytes <= 0:
+    return requested
+  per_device = int(available_bytes * fraction // per_image_bytes)
+  if jax.local_devices()[0].platform == 'cpu':  # CPU "devices" share one host memory
+    fits = max(per_device // shards, 1) * shards
+  else:
+    fits = max(per_device, 1) * shards
+  return min(requested, fits)
+
+
+def say(message):
+  """One line on stdout (process 0) and in the log."""
+  logging.info('%s', message)
+  if jax.process_index() == 0:
+    print(message, flush=True)
+
+
+class Progress:
+  """Lines 'what: 40% (2,000/5,000 images), 812 images/s, ETA 4 s' at every ~10% of `total`.
+
+  Quiet for the first `quiet_s` seconds, so short jobs print nothing; with total None (not
+  known in advance), a line every `every` images instead.
+  """
+
+  def __init__(self, what, total=None, quiet_s=None, every=10_000, out=None):
+    self.what, self.total, self.every = what, total, every
+    self.quiet_s = PROGRESS_QUIET_SECONDS if quiet_s is None else quiet_s
+    self.out = out or say
+    self.done, self._next = 0, self._step()
+    self._start = time.perf_counter()
+    self.printed = False  # whether any line was said (the job is a slow one)
+
+  def _step(self):
+    return max(self.total // 10, 1) if self.total else self.every
+
+  def update(self, n):
+    self.done += n
+    if self.done < self._next:
+      return
+    while self._next <= self.done:
+      self._next += self._step()
+    elapsed = time.perf_counter() - self._start
+    if elapsed < self.quiet_s:
+      return
+    rate = self.done / max(elapsed, 1e-9)
+    self.printed = True
+    if self.total:
+      left = max(self.total - self.done, 0) / max(rate, 1e-9)
+      self.out(f'{self.what}: {100 * min(self.done / self.total, 1):.0f}% '
+               f'({self.done:,}/{self.total:,} images), {rate:.1f} images/s, ETA {left:.0f} s')
+    else:
+      self.out(f'{self.what}: {self.done:,} images, {rate:.1f} images/s')
+
+
+# ----------------------------------------------------------------------------
 # Feature extraction.
 
 
@@ -210,16 +315,20 @@ class FeatureExtractor:
     x = jax.device_put(images, self._data_sharding)
     return self._apply(self._params, x), n
 
-  def __call__(self, images):
+  def __call__(self, images, progress=None):
     outputs, pending = [], None
     for batch in _batches(images, self.batch_size):
       running = self._dispatch(batch)
       if pending:  # fetch the previous batch while this one runs
         outputs.append(_fetch(*pending))
+        if progress:
+          progress.update(pending[1])
       pending = running
     if not pending:
       raise ValueError('No images to extract features from')
     outputs.append(_fetch(*pending))
+    if progress:
+      progress.update(pending[1])
     return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
 
 
@@ -229,9 +338,14 @@ def _fetch(device_outputs, n):
 
 def make_feature_extractor(params=None, batch_size=DEFAULT_BATCH_SIZE,
                            mesh=None, weights_path=None):
-  """FeatureExtractor with `params`, else weights from load_inception_params."""
+  """FeatureExtractor with `params`, else weights from load_inception_params.
+
+  The batch is at most what fits in the device's memory (fitting_batch_size).
+  """
   if params is None:
     params = weights.load_inception_params(weights_path)
+  mesh = mesh or data_mesh()
+  batch_size = fitting_batch_size(batch_size, mesh.shape['data'])
   return FeatureExtractor(params, batch_size=batch_size, mesh=mesh)
 
 
@@ -296,10 +410,10 @@ def image_batches(source, batch_size=DEFAULT_BATCH_SIZE):
 
 
 def compute_stats(source, extractor, num_samples=None,
-                  kid_features=KID_REFERENCE_SIZE):
+                  kid_features=KID_REFERENCE_SIZE, progress=None):
   """Stats of images (array, iterable of batches or folder path)."""
   batches = _take(image_batches(source, extractor.batch_size), num_samples)
-  features = extractor(batches)['pool']
+  features = extractor(batches, progress=progress)['pool']
   return activation_stats(features, kid_features=kid_features)
 
 
@@ -356,15 +470,21 @@ def reference_stats(images_fn, dataset, split, resolution, num_samples,
                                       cache_dir)
   if os.path.exists(path):
     return Stats.load(path)
-  logging.info('Computing FID reference statistics into %s', path)
-  stats = compute_stats(images_fn(), extractor, num_samples)
+  images = images_fn()
+  total = num_samples
+  if isinstance(images, np.ndarray):
+    total = min(len(images), num_samples or len(images))
+  say(f'Computing FID reference statistics of {f"{total:,}" if total else "all"} images '
+      f'(once; cached in {path}) ...')
+  progress = Progress('reference statistics', total)
+  stats = compute_stats(images, extractor, num_samples, progress=progress)
   if write:
     stats.save(path)
   return stats
 
 
 def generated_features(sample_fn, num_samples, rng, extractor,
-                       batch_size=None):
+                       batch_size=None, progress=None):
   """Features of num_samples images from sample_fn(rng, n) -> uint8 NHWC.
 
   sample_fn is always called with the same n (no recompiles); the surplus of
@@ -378,11 +498,11 @@ def generated_features(sample_fn, num_samples, rng, extractor,
       key, sub = jax.random.split(key)
       yield np.asarray(sample_fn(sub, batch_size))
 
-  return extractor(_take(batches(), num_samples))
+  return extractor(_take(batches(), num_samples), progress=progress)
 
 
 def evaluate_generator(sample_fn, num_samples, rng, reference, extractor,
-                       batch_size=None, method='sqrtm'):
+                       batch_size=None, method='sqrtm', progress=None):
   """FID, IS and KID of a generator against reference Stats (or .npz path).
 
   Returns {'fid', 'kid', 'kid_std', 'is', 'is_std'}; IS needs weights with the
@@ -390,7 +510,11 @@ def evaluate_generator(sample_fn, num_samples, rng, reference, extractor,
   """
   if not isinstance(reference, Stats):
     reference = Stats.load(os.fspath(reference))
-  out = generated_features(sample_fn, num_samples, rng, extractor, batch_size)
+  out = generated_features(sample_fn, num_samples, rng, extractor, batch_size,
+                           progress)
+  if progress is not None and progress.printed:  # a slow run: the last minute is not silent
+    progress.out(f'{progress.what}: features done; statistics, Frechet distance'
+                 f'{", KID" if reference.features is not None else ""} ...')
   stats = activation_stats(out['pool'], kid_features=None)
   results = {'fid': fid_from_stats(stats, reference, method)}
   if reference.features is not None:

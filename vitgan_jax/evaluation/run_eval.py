@@ -28,6 +28,15 @@ def describe(results: dict) -> str:
   return ', '.join(parts)
 
 
+def write_tensorboard(logdir: str, step: int, results: dict) -> None:
+  """The metrics as TensorBoard scalars at `step` in `logdir` (workdir/eval: its own run)."""
+  from clu import metric_writers  # pylint: disable=g-import-not-at-top
+  writer = metric_writers.create_default_writer(logdir, just_logging=not sharding.is_main_process())
+  writer.write_scalars(step, {k: float(v) for k, v in results.items()})
+  writer.flush()
+  writer.close()
+
+
 def evaluate_workdir(config, workdir: str, *, step=None, best: bool = False, arrays=None,
                      extractor=None) -> dict:
   """Evaluates the EMA generator of the latest (or `step`, or best-FID) checkpoint.
@@ -56,6 +65,7 @@ def evaluate_workdir(config, workdir: str, *, step=None, best: bool = False, arr
   if sharding.is_main_process():
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + '\n')
+  write_tensorboard(str(path.parent), found, results)
   print(f'{describe(results)} at step {found} ({config.eval.num_samples} samples, '
         f'{results["eval_seconds"]:.0f} s); wrote {path}', flush=True)
   return record

@@ -27,7 +27,16 @@ def make_feature_extractor(config, mesh):
   except FileNotFoundError as e:
     raise errors.ConfigError(f'{e} (or set --config.eval.every_steps=0 to train without FID)'
                              ) from e
-  return metrics.FeatureExtractor(params, batch_size=config.eval.batch_size, mesh=mesh)
+  shards = mesh.shape[sharding.DATA_AXIS]
+  batch_size = metrics.fitting_batch_size(config.eval.batch_size, shards)
+  if batch_size < config.eval.batch_size:
+    metrics.say(f'FID Inception batch {batch_size} instead of eval.batch_size='
+                f'{config.eval.batch_size}: what fits in {MEMORY_WHERE} '
+                f'({metrics.INCEPTION_BYTES_PER_IMAGE / 2**20:.0f} MiB per image).')
+  return metrics.FeatureExtractor(params, batch_size=batch_size, mesh=mesh)
+
+
+MEMORY_WHERE = 'half the free memory of the device (host RAM on CPU)'
 
 
 def _dataset_key(config) -> str:
@@ -63,7 +72,9 @@ def load_reference_stats(config, extractor, *, arrays=None) -> metrics.Stats:
   images_fn = lambda: input_pipeline.load_images(config, arrays=arrays, max_images=num)  # noqa: E731
   path, dataset = config.eval.reference_stats, _dataset_key(config)
   if not path and not dataset:
-    return metrics.compute_stats(images_fn(), extractor, num)
+    images = images_fn()
+    return metrics.compute_stats(images, extractor, num, progress=metrics.Progress(
+        'reference statistics', min(len(images), num or len(images))))
   cache_key = None if path else f'{dataset}-inception_{_weights_key(extractor)}'
   return metrics.reference_stats(images_fn, cache_key, config.data.split,
                                  config.model.image_size, num, extractor, path=path or None,
@@ -99,13 +110,18 @@ def make_evaluator(config, generator, mesh, *, arrays=None, extractor=None):
   reference = load_reference_stats(config, extractor, arrays=arrays)
   sample = make_sampler(config, generator, mesh)
   shards = mesh.shape[sharding.DATA_AXIS]
+  # Samples in batches of eval.batch_size (the z, hence FID, do not depend on the machine);
+  # the Inception rechunks them into its own batch, bounded by memory.
   batch_size = -(-config.eval.batch_size // shards) * shards
 
   def evaluator(state):
     start = time.perf_counter()
+    num = config.eval.num_samples
+    metrics.say(f'Evaluating FID on {num:,} samples (Inception batch {extractor.batch_size}) ...')
     results = metrics.evaluate_generator(
-        lambda rng, n: sample(state, rng, n), config.eval.num_samples,
-        jax.random.PRNGKey(config.eval.seed), reference, extractor, batch_size=batch_size)
+        lambda rng, n: sample(state, rng, n), num,
+        jax.random.PRNGKey(config.eval.seed), reference, extractor, batch_size=batch_size,
+        progress=metrics.Progress('samples', num))
     results['eval_seconds'] = time.perf_counter() - start
     return results
   return evaluator
