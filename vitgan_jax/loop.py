@@ -169,7 +169,7 @@ def run(config, workdir: str, *, arrays=None, writer=None, announce=False):
     if sharding.is_main_process():
       lock = workdir_lib.WorkdirLock(workdir, config.checkpoint.get('lock_stale_hours', 24.0))
       lock.acquire(say=_say)
-    return _run(config, workdir, watch, arrays=arrays, writer=writer)
+    return _run(config, workdir, watch, arrays=arrays, writer=writer, announce=announce)
   finally:
     watch.close()
     if lock is not None:
@@ -184,7 +184,7 @@ def _check_before_writing(config, workdir: str) -> None:
   workdir_lib.check_usable(workdir)
 
 
-def _run(config, workdir: str, watch, *, arrays, writer):
+def _run(config, workdir: str, watch, *, arrays, writer, announce):
   """Setup, restore and training of `run`, with the workdir held."""
   mesh = sharding.create_mesh()
   batch_size = config.training.batch_size
