@@ -101,13 +101,16 @@ def summarize(curve, diagnostics, batch_size):
     last_quarter = [before[-1]] + last_quarter  # the trend from the last point before it
   slope = (_fit_line([p['train_seconds'] / 60 for p in last_quarter],
                      [p['fid'] for p in last_quarter]) if len(last_quarter) >= 2 else None)
+  # Falling: the fitted trend goes down and the run ends below where the last quarter began.
+  still_falling = (slope is not None and slope < 0
+                   and last_quarter[-1]['fid'] < last_quarter[0]['fid'])
   after_warmup = [d for d in diagnostics if d['step'] >= 500]
   gaps = [d['d_gap'] for d in after_warmup]
   return {
       'fid_start': fids[0], 'fid_end': fids[-1], 'fid_best': min(fids),
       'fid_end_over_start': fids[-1] / fids[0],
       'fid_slope_last_quarter_per_min': slope,
-      'still_falling_last_quarter': slope is not None and slope < 0,
+      'still_falling_last_quarter': still_falling,
       'steps': curve[-1]['step'], 'images_seen': curve[-1]['step'] * batch_size,
       'train_seconds': end,
       'd_gap_min_after_500_steps': min(gaps) if gaps else None,
@@ -116,6 +119,10 @@ def summarize(curve, diagnostics, batch_size):
       'd_sensitivity_min_after_500_steps': (min(d['d_sensitivity'] for d in after_warmup)
                                             if after_warmup else None),
       'stall_alarm_fired': any(d.get('stalled') for d in diagnostics),
+      # Issue 12's targets for the ViTGAN row: FID at most half its start, still falling,
+      # D's gap positive after the first few hundred steps.
+      'targets_met': bool(fids[-1] <= 0.5 * fids[0] and still_falling and gaps
+                          and min(gaps) > 0),
   }
 
 

@@ -51,6 +51,21 @@ def test_summary_figures():
   assert s['still_falling_last_quarter']
   assert s['d_gap_min_after_500_steps'] == -0.1
   assert s['d_gap_positive_fraction_after_500_steps'] == pytest.approx(2 / 3)
+  assert not s['targets_met']  # FID 400 -> 190 halves, but the gap dipped below zero
+
+
+def test_a_last_quarter_that_ends_higher_is_not_falling():
+  # The fitted slope over the last quarter is negative, pulled down by its middle points.
+  curve = [{'step': s, 'train_seconds': t, 'fid': f} for s, t, f in
+           [(0, 0, 400.0), (100, 300, 300.0), (200, 600, 250.0), (300, 900, 150.0),
+            (330, 1000, 140.0), (370, 1100, 145.0), (400, 1200, 255.0)]]
+  diagnostics = [{'step': 600, 'd_gap': 0.5, 'd_sensitivity': 1.0}]
+  s = learning_curve.summarize(curve, diagnostics, batch_size=32)
+  assert s['fid_slope_last_quarter_per_min'] < 0
+  assert not s['still_falling_last_quarter'] and not s['targets_met']
+  curve[-1]['fid'] = 140.0
+  s = learning_curve.summarize(curve, diagnostics, batch_size=32)
+  assert s['still_falling_last_quarter'] and s['targets_met']
 
 
 def test_parse_value():
