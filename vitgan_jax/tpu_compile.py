@@ -117,6 +117,13 @@ def libtpu_version() -> str:
     return 'unknown'
 
 
+def resolve_topology(name: str) -> tpu_specs.Topology:
+  try:
+    return tpu_specs.topology(name)
+  except ValueError as e:
+    raise errors.ConfigError(f'--topology: {e}') from e
+
+
 def topology_devices(topology: tpu_specs.Topology):
   """The topology's TPU devices (no hardware needed); ConfigError with INSTALL_HINT without libtpu."""
   if not tpu_env.libtpu_installed():
@@ -439,7 +446,7 @@ def largest_batch(config, topology_name: str, cache: bool = True,
   From training.batch_size: down when it does not fit, else up, doubling until a batch fails,
   then interpolating between the last fit and the first failure.
   """
-  topology = tpu_specs.topology(topology_name)
+  topology = resolve_topology(topology_name)
   from vitgan_jax import sharding  # pylint: disable=g-import-not-at-top
   mesh = sharding.create_mesh(topology_devices(topology))
   n, capacity = topology.num_devices, topology.chip.hbm_bytes_per_device
@@ -468,7 +475,7 @@ def check(config, topology_name: str, config_name: str = 'config',
           which=('train step', 'sampler', 'FID eval step'), search: bool = True,
           cache: bool = True, say: Callable[[str], None] = lambda s: None) -> Report:
   """Compiles `which` for the topology; DoesNotFitError (one line) when the train step does not fit."""
-  topology = tpu_specs.topology(topology_name)
+  topology = resolve_topology(topology_name)
   devices = topology_devices(topology)
   from vitgan_jax import sharding  # pylint: disable=g-import-not-at-top
   mesh = sharding.create_mesh(devices)
