@@ -105,10 +105,13 @@ def table(result) -> str:
         f'{row["images_per_s_at_30pct"]:,.0f} | {largest} | {step["compile_seconds"]:.0f} |')
   not_run = result.get('not_run') or []
   if not_run:
+    groups = {}
+    for c, t, d, b in not_run:
+      groups.setdefault((os.path.basename(c).replace('.py', ''), d, b), []).append(t)
     lines.append('')
-    lines.append(f'Not run ({len(not_run)} combinations): '
-                 + '; '.join(f'{os.path.basename(c).replace(".py", "")} {t} {d} {b}'
-                             for c, t, d, b in not_run) + '.')
+    lines.append(f'Not run ({len(not_run)} combinations; {result.get("not_run_reason", "")}): '
+                 + '; '.join(f'{c} {d} batch {b} on {", ".join(ts)}'
+                             for (c, d, b), ts in sorted(groups.items())) + '.')
   return '\n'.join(lines)
 
 
