@@ -168,3 +168,13 @@ def test_cpu_start_is_quiet_with_libtpu_installed():
       capture_output=True, text=True, env=env, timeout=120, check=True)
   assert result.stdout.strip() == 'cpu'
   assert 'TPU' not in result.stderr and 'libtpu' not in result.stderr, result.stderr
+
+
+def test_readme_table_is_the_committed_json():
+  """README's compile-time table is bench/tpu_compile.py's rendering of the committed JSON."""
+  from bench import tpu_compile as bench_tpu  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = bench_tpu.load(os.path.join(root, bench_tpu.DEFAULT_OUT))
+  assert result['rows'] and all(r['fits'] for r in result['rows'])
+  with open(os.path.join(root, 'README.md')) as f:
+    assert bench_tpu.table(result) in f.read()
