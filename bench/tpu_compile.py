@@ -24,7 +24,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import vitgan_jax  # pylint: disable=g-import-not-at-top,wrong-import-position,unused-import  # first: quiet libtpu (tpu_env)
+import vitgan_jax  # noqa: F401  # pylint: disable=g-import-not-at-top,wrong-import-position,unused-import  # first: quiet libtpu (tpu_env)
 from bench import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vitgan_jax import errors, tpu_compile  # pylint: disable=g-import-not-at-top,wrong-import-position
 

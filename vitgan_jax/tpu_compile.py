@@ -22,9 +22,15 @@ import json
 import os
 import re
 import time
+from importlib import metadata
 from typing import Callable, Dict, List, Optional, Tuple
 
-from vitgan_jax import errors, tpu_env, tpu_specs
+import jax
+import jax.numpy as jnp
+from jax.experimental import topologies
+
+from vitgan_jax import errors, sharding, tpu_env, tpu_specs, train
+from vitgan_jax.evaluation import inception, train_eval
 
 INSTALL_HINT = ('libtpu is not installed, so nothing can be compiled for a TPU: '
                 'pip install -e ".[tpu]" (jax[tpu] at the installed jax version)')
@@ -110,7 +116,6 @@ class Report:
 
 
 def libtpu_version() -> str:
-  from importlib import metadata  # pylint: disable=g-import-not-at-top
   try:
     return metadata.version('libtpu')
   except metadata.PackageNotFoundError:
@@ -129,7 +134,6 @@ def topology_devices(topology: tpu_specs.Topology):
   if not tpu_env.libtpu_installed():
     raise errors.ConfigError(INSTALL_HINT)
   tpu_env.use_compile_only_env()
-  from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
   kwargs = {}
   if topology.chip_config_name:
     kwargs['chip_config_name'] = topology.chip_config_name
@@ -159,8 +163,6 @@ def build_gan(config, mesh):
   The one place compile mode assembles models, optimizers and state (shapes only, nothing
   initialized), as training does.
   """
-  import jax  # pylint: disable=g-import-not-at-top
-  from vitgan_jax import sharding, train  # pylint: disable=g-import-not-at-top
   generator, discriminator = train.create_models(config)
   g_tx, d_tx = train.create_optimizers(config)
   shapes = jax.eval_shape(lambda: train.create_train_state(
@@ -179,10 +181,6 @@ def eval_batch_size(config, num_devices: int) -> int:
 def programs(config, mesh, which=('train step', 'sampler', 'FID eval step')
              ) -> Dict[str, Tuple[Callable, tuple, int]]:
   """name -> (jitted function, abstract arguments, global batch) for each program to compile."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from vitgan_jax import sharding, train  # pylint: disable=g-import-not-at-top
-  from vitgan_jax.evaluation import inception, train_eval  # pylint: disable=g-import-not-at-top
   generator, discriminator, g_tx, d_tx, state = build_gan(config, mesh)
   data, rep = sharding.data_sharded(mesh), sharding.replicated(mesh)
   out = {}
@@ -303,7 +301,6 @@ def _cache_path(name: str, lowered, extra: str) -> str:
   back needs a TPU client ("PjRtCompiler must be constructed with a Client to call
   DeserializeLoadedExecutable"), so the compiler's answers are cached instead.
   """
-  import jax  # pylint: disable=g-import-not-at-top
   digest = hashlib.sha256()
   for part in (name, extra, libtpu_version(), jax.__version__, lowered.as_text()):
     digest.update(part.encode())
@@ -447,7 +444,6 @@ def largest_batch(config, topology_name: str, cache: bool = True,
   then interpolating between the last fit and the first failure.
   """
   topology = resolve_topology(topology_name)
-  from vitgan_jax import sharding  # pylint: disable=g-import-not-at-top
   mesh = sharding.create_mesh(topology_devices(topology))
   n, capacity = topology.num_devices, topology.chip.hbm_bytes_per_device
 
@@ -477,7 +473,6 @@ def check(config, topology_name: str, config_name: str = 'config',
   """Compiles `which` for the topology; DoesNotFitError (one line) when the train step does not fit."""
   topology = resolve_topology(topology_name)
   devices = topology_devices(topology)
-  from vitgan_jax import sharding  # pylint: disable=g-import-not-at-top
   mesh = sharding.create_mesh(devices)
   capacity = topology.chip.hbm_bytes_per_device
   batch = config.training.batch_size
