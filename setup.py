@@ -27,6 +27,9 @@ setup(
     ],
     extras_require={
         'test': ['pytest', 'nbformat'],
+        # libtpu (~700 MB): TPU VMs, and `vitgan-train --mode compile` (compiles for a TPU
+        # topology on any host). Pinned to the jax version: libtpu is built against one jaxlib.
+        'tpu': ['jax[tpu]==0.10.2'],
     },
     entry_points={
         'console_scripts': [

@@ -189,3 +189,23 @@ def test_transgan_super_resolution_loss_is_the_mse_of_the_upsampled_real_batch()
   generator, discriminator = train.create_models(config)
   with pytest.raises(ValueError, match='loss.sr_weight=50.0 needs'):
     train.make_train_step(config, generator, discriminator, *train.create_optimizers(config))
+
+
+def test_nonfinite_step_keeps_the_whole_state():
+  """NaN images: every array of the state stays as it was (G's part is guarded where it is
+  updated, the rest at the end); only step, rng and the record of the bad step move."""
+  _, state, step = build(tiny_config())
+  good = {'image': jnp.zeros((8, 32, 32, 3))}
+  state, _ = step(state, good)
+  after, _ = step(state, {'image': jnp.full((8, 32, 32, 3), jnp.nan)})
+  assert (int(after.step), int(after.bad_step)) == (2, 1)
+  assert train.describe_nonfinite(int(after.bad_what))[0] == 'd_loss'
+  for field in ('g_params', 'd_params', 'ema_params', 'g_state', 'd_state', 'g_opt_state',
+                'd_opt_state', 'lecam'):
+    for old, new in zip(jax.tree.leaves(getattr(state, field)),
+                        jax.tree.leaves(getattr(after, field))):
+      np.testing.assert_array_equal(np.asarray(old), np.asarray(new), err_msg=field)
+  next_state, _ = step(after, good)  # and training goes on from it
+  assert int(next_state.bad_step) == 1
+  assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(after.g_params),
+                                                      jax.tree.leaves(next_state.g_params)))

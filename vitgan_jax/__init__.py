@@ -4,6 +4,10 @@
   images = gan.generate(64, seed=0)       # uint8 NHWC
 """
 
+from vitgan_jax import tpu_env as _tpu_env
+
+_tpu_env.use_compile_only_env()  # libtpu without TPU chips: quiet CPU start (tpu_env)
+
 
 def load(workdir, **kwargs):
   """inference.load: the generator of a workdir's checkpoint, config from its config.json."""

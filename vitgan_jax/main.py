@@ -20,7 +20,7 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs/*.py).',
                                 lock_config=True)
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and samples (may be gs://).')
-flags.DEFINE_enum('mode', 'train', ['train', 'sample', 'eval'], 'What to do.')
+flags.DEFINE_enum('mode', 'train', ['train', 'sample', 'eval', 'compile'], 'What to do.')
 flags.DEFINE_integer('num_samples', 64, '--mode sample: how many images.')
 flags.DEFINE_integer('seed', None, '--mode sample: seed of the latents (default: '
                      'config.training.seed).')
@@ -31,13 +31,20 @@ flags.DEFINE_bool('best', False, '--mode sample/eval: the best-FID checkpoint (c
 flags.DEFINE_string('coordinator_address', None, 'Multi-host: jax.distributed coordinator.')
 flags.DEFINE_integer('num_processes', None, 'Multi-host: number of processes.')
 flags.DEFINE_integer('process_id', None, 'Multi-host: this process.')
-flags.mark_flags_as_required(['config', 'workdir'])
+flags.DEFINE_string('topology', None, '--mode compile: TPU topology to compile for (v2-8, '
+                    'v2-32, v3-8, v4-8, v5e-8, v6e-8, ... or a libtpu name like v2:4x4).')
+flags.mark_flags_as_required(['config'])
+flags.register_multi_flags_validator(
+    ['mode', 'workdir', 'topology'],
+    lambda f: (f['topology'] is not None) if f['mode'] == 'compile' else f['workdir'] is not None,
+    message='--workdir is required (with --mode compile: --topology, e.g. --topology v3-8)')
 
 
 USAGE = """\
 vitgan-train: train, sample and evaluate ViTGAN-family GANs (JAX/Flax).
 
 Usage: vitgan-train --config CONFIG.py --workdir DIR [--mode MODE] [--config.KEY=VALUE ...]
+       vitgan-train --config CONFIG.py --mode compile --topology v3-8 [--config.KEY=VALUE ...]
 
 Modes:
   train   (default) train, or resume from the workdir's latest checkpoint; TensorBoard
@@ -46,6 +53,9 @@ Modes:
           (--num_samples, --seed, --out, --step N, --best)
   eval    FID / IS / KID of the latest checkpoint (--step N, --best): printed, written to
           DIR/eval/step_N.json and to TensorBoard (DIR/eval)
+  compile compile the train step, sampler and FID eval step for a TPU topology on this
+          host (--topology v3-8; needs libtpu: pip install -e ".[tpu]"; no --workdir):
+          per-core HBM, FLOPs, collectives and a step-time floor
 
 Examples:
   vitgan-train --config configs/smoke.py --workdir /tmp/smoke        # ~1 min on a CPU
@@ -156,6 +166,9 @@ def main(argv):
 
 
 def _run_mode(config, workdir, mode):
+  if mode == 'compile':
+    _compile(config)
+    return
   from vitgan_jax import sharding  # pylint: disable=g-import-not-at-top
   sharding.maybe_initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
                                         FLAGS.process_id)
@@ -170,6 +183,15 @@ def _run_mode(config, workdir, mode):
   else:
     from vitgan_jax.evaluation import run_eval  # pylint: disable=g-import-not-at-top
     run_eval.evaluate_workdir(config, workdir, step=FLAGS.step, best=FLAGS.best)
+
+
+def _compile(config):
+  """--mode compile: the TPU compiler's view of this config on --topology (tpu_compile)."""
+  from vitgan_jax import tpu_compile  # pylint: disable=g-import-not-at-top
+  say = lambda line: print(line, flush=True)  # noqa: E731
+  name = config_flags.get_config_filename(FLAGS['config'])
+  report = tpu_compile.check(config, FLAGS.topology, config_name=name, say=say)
+  print(tpu_compile.format_report(report), flush=True)
 
 
 def _sample(config, workdir):

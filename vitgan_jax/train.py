@@ -191,9 +191,20 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh=None) -> 
     (_, (g_aux, g_state)), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
         state.g_params, state.g_state, d_params, d_state, z, k_g, real)
     g_updates, g_opt_state = g_tx.update(g_grads, state.g_opt_state, state.g_params)
-    g_params = optax.apply_updates(state.g_params, g_updates)
     beta = ema_beta(config, state.step)
-    ema_params = jax.tree.map(lambda e, p: beta * e + (1 - beta) * p, state.ema_params, g_params)
+    if config.training.nan_guard:
+      # Every check is known here: G's update is kept or dropped inside its own Adam and EMA
+      # update (one fused pass), not in a second pass over the state at the end.
+      good = _finite_checks(d_loss_finite, g_aux['g_loss'], d_finite, g_grads) == 0
+      keep = lambda new, old: jnp.where(good, new, old)  # noqa: E731
+      g_params = jax.tree.map(lambda p, u: jnp.where(good, p + u, p), state.g_params, g_updates)
+      g_opt_state = jax.tree.map(keep, g_opt_state, state.g_opt_state)
+      ema_params = jax.tree.map(lambda e, p: jnp.where(good, beta * e + (1 - beta) * p, e),
+                                state.ema_params, g_params)
+    else:
+      g_params = optax.apply_updates(state.g_params, g_updates)
+      ema_params = jax.tree.map(lambda e, p: beta * e + (1 - beta) * p, state.ema_params,
+                                g_params)
 
     new_state = state.replace(
         step=state.step + 1, g_params=g_params, d_params=d_params, ema_params=ema_params,
@@ -213,13 +224,23 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh=None) -> 
   return train_step
 
 
+def _finite_checks(d_loss_finite, g_loss, d_grads_finite, g_grads) -> jax.Array:
+  """Bitmask over NONFINITE_QUANTITIES of what is non-finite (0: all finite)."""
+  ok = jnp.stack([d_loss_finite, jnp.isfinite(g_loss), d_grads_finite, _all_finite(g_grads)])
+  return jnp.sum(jnp.where(ok, 0, 2 ** jnp.arange(4))).astype(jnp.int32)
+
+
 def _guard_nonfinite(old: TrainState, new: TrainState, d_loss_finite, g_loss, d_grads_finite,
                      g_grads) -> TrainState:
-  """Keeps the last good state when anything is non-finite, recording the first bad step."""
-  ok = jnp.stack([d_loss_finite, jnp.isfinite(g_loss), d_grads_finite, _all_finite(g_grads)])
-  what = jnp.sum(jnp.where(ok, 0, 2 ** jnp.arange(4))).astype(jnp.int32)
+  """Keeps the last good state when anything is non-finite, recording the first bad step.
+
+  G's parameters, EMA and optimizer state are guarded where they are updated (train_step).
+  """
+  what = _finite_checks(d_loss_finite, g_loss, d_grads_finite, g_grads)
   good = what == 0
   kept = jax.tree.map(lambda n, o: jnp.where(good, n, o), new, old)
+  kept = kept.replace(g_params=new.g_params, ema_params=new.ema_params,
+                      g_opt_state=new.g_opt_state)
   first = (old.bad_step < 0) & ~good
   return kept.replace(
       step=new.step, rng=new.rng,

@@ -97,6 +97,7 @@ def make_sampler(config, generator, mesh):
     if jax.process_count() > 1:  # every process feeds the Inception the same global batch
       return multihost_utils.process_allgather(x, tiled=True)
     return x
+  sample.images = images  # the jitted program itself (tpu_compile compiles it for a TPU)
   return sample
 
 

@@ -1,0 +1,175 @@
+"""Which config fits which TPU, and its step-time floor: the TPU compiler's view, on a CPU host.
+
+Sweeps configs x topologies x global batch x dtype, compiling each config's exact train step
+for the topology with libtpu (`vitgan_jax.tpu_compile`; no TPU needed) and records per-core
+HBM, FLOPs, bytes accessed, collectives and the roofline floor. Every number is compile-time
+analysis, not a measured speed.
+
+  python -m bench.tpu_compile                       # the whole sweep (hours on one core)
+  python -m bench.tpu_compile --configs configs/vitgan_cifar10.py --dtypes bfloat16
+  python -m bench.tpu_compile --largest             # also search the largest batch that fits
+  python -m bench.tpu_compile --table               # the README table from the JSON
+  python -m bench.tpu_compile --write_readme        # ... written into README.md
+
+Results accumulate in --out (rows already there are skipped, so an interrupted sweep resumes);
+compiler answers are also cached in $VITGAN_CACHE/tpu_compile. Combinations not run are listed
+in the JSON's `not_run`.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import vitgan_jax  # noqa: F401  # pylint: disable=g-import-not-at-top,wrong-import-position,unused-import  # first: quiet libtpu (tpu_env)
+from bench import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vitgan_jax import errors, tpu_compile  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+CONFIGS = ('configs/vitgan_cifar10.py', 'configs/vitgan_celeba64.py',
+           'configs/vitgan_lsun_bedroom64.py', 'configs/stylegan2_cifar10.py',
+           'configs/transgan_cifar10.py', 'configs/ladagan_cifar10.py')
+TOPOLOGIES = ('v2-32', 'v3-8', 'v4-8', 'v5e-8', 'v6e-8')
+DEFAULT_OUT = 'bench/results/2026-12-02-tpu-compile.json'
+README_BEGIN = '<!-- tpu-compile table: python -m bench.tpu_compile --write_readme -->'
+README_END = '<!-- end tpu-compile table -->'
+
+
+def _key(row) -> tuple:
+  return (row['config'], row['topology'], row['dtype'], row['requested_batch'])
+
+
+def run_one(config_path, topology, batch, dtype, largest=False) -> dict:
+  config = common.load_config(config_path, {'training.batch_size': batch,
+                                            'training.dtype': dtype})
+  start = time.perf_counter()
+  row = {'config': config_path, 'topology': topology, 'dtype': dtype, 'requested_batch': batch}
+  try:
+    report = tpu_compile.check(config, topology, config_name=config_path,
+                               which=('train step',), search=False,
+                               say=lambda s: print(s, flush=True))
+    row.update(report.to_dict(), fits=True)
+  except tpu_compile.DoesNotFitError as e:
+    row.update(fits=False, error=str(e))
+  except errors.Error as e:
+    row.update(fits=None, error=str(e))
+  if largest:
+    found, exact = tpu_compile.largest_batch(config, topology,
+                                             say=lambda s: print(s, flush=True))
+    row.update(largest_batch=found, largest_batch_exact=exact)
+  row['wall_seconds'] = time.perf_counter() - start
+  return row
+
+
+def load(path) -> dict:
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  return {'rows': []}
+
+
+def save(result, path) -> None:
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+  with open(path + '.tmp', 'w') as f:
+    json.dump(result, f, indent=1, sort_keys=True)
+  os.replace(path + '.tmp', path)
+
+
+def table(result) -> str:
+  """Markdown: which config fits which TPU at what batch, and its floor (compile-time only)."""
+  lines = [
+      '| config | TPU | dtype | global batch | fits | per-core HBM GiB (of) | GFLOP / core / step | '
+      'GB accessed / core / step | floor ms (bound) | img/s at 100% / 30% of peak | '
+      'largest batch that fits | compile s |',
+      '|---|---|---|--:|---|--:|--:|--:|--:|--:|--:|--:|']
+  for row in sorted(result['rows'], key=lambda r: (r['config'], TOPOLOGIES.index(r['topology'])
+                                                  if r['topology'] in TOPOLOGIES else 99,
+                                                  r['dtype'], r['requested_batch'])):
+    name = os.path.basename(row['config']).replace('.py', '')
+    largest = row.get('largest_batch')
+    largest = ('–' if largest is None else f'{largest}' if row.get('largest_batch_exact')
+               else f'≥ {largest}')
+    if not row.get('fits'):
+      lines.append(f'| {name} | {row["topology"]} | {row["dtype"]} | {row["requested_batch"]} | '
+                   f'no | | | | | | {largest} | |')
+      continue
+    step = next(p for p in row['programs'] if p['name'] == 'train step')
+    bound = 'memory' if row['memory_ms'] > row['compute_ms'] else 'compute'
+    lines.append(
+        f'| {name} | {row["topology"]} | {row["dtype"]} | {row["global_batch"]} | yes | '
+        f'{step["total_bytes"] / 2**30:.2f} ({row["hbm_capacity_gib_per_core"]:.0f}) | '
+        f'{step["flops"] / 1e9:.1f} | {step["bytes_accessed"] / 1e9:.2f} | '
+        f'{row["floor_ms"]:.2f} ({bound}) | {row["images_per_s_at_peak"]:,.0f} / '
+        f'{row["images_per_s_at_30pct"]:,.0f} | {largest} | {step["compile_seconds"]:.0f} |')
+  not_run = result.get('not_run') or []
+  if not_run:
+    groups = {}
+    for c, t, d, b in not_run:
+      groups.setdefault((os.path.basename(c).replace('.py', ''), d, b), []).append(t)
+    lines.append('')
+    lines.append(f'Not run ({len(not_run)} combinations; {result.get("not_run_reason", "")}): '
+                 + '; '.join(f'{c} {d} batch {b} on {", ".join(ts)}'
+                             for (c, d, b), ts in sorted(groups.items())) + '.')
+  return '\n'.join(lines)
+
+
+def write_readme(result, out_path, readme='README.md') -> None:
+  with open(readme) as f:
+    text = f.read()
+  block = (f'{README_BEGIN}\n'
+           f'Compile-time analysis by the TPU compiler (libtpu {result.get("libtpu", "?")}, '
+           f'on a CPU host, {result.get("date", "?")}; `{out_path}`), per core; not measured '
+           'speed.\n\n' + table(result) + f'\n{README_END}')
+  if README_BEGIN in text:
+    head, rest = text.split(README_BEGIN, 1)
+    text = head + block + rest.split(README_END, 1)[1]
+  else:
+    raise SystemExit(f'{readme} has no {README_BEGIN} marker')
+  with open(readme, 'w') as f:
+    f.write(text)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--configs', default=','.join(CONFIGS))
+  parser.add_argument('--topologies', default=','.join(TOPOLOGIES))
+  parser.add_argument('--batches', default='128')
+  parser.add_argument('--dtypes', default='bfloat16,float32')
+  parser.add_argument('--largest', action='store_true',
+                      help='also search the largest global batch that fits (many compiles)')
+  parser.add_argument('--out', default=DEFAULT_OUT)
+  parser.add_argument('--table', action='store_true', help='print the table from --out')
+  parser.add_argument('--write_readme', action='store_true')
+  args = parser.parse_args(argv)
+  result = load(args.out)
+  if args.table or args.write_readme:
+    if args.write_readme:
+      write_readme(result, args.out)
+    print(table(result))
+    return
+  grid = [(c, t, d, int(b)) for c in args.configs.split(',') for d in args.dtypes.split(',')
+          for b in args.batches.split(',') for t in args.topologies.split(',')]
+  done = {_key(r) for r in result['rows']}
+  result.update(date=datetime.date.today().isoformat(), libtpu=tpu_compile.libtpu_version(),
+                note='compile-time analysis by the TPU compiler on a CPU host; not measured speed')
+  all_grid = {tuple(x) for x in result.get('grid', [])} | set(grid)
+  result['grid'] = sorted(all_grid)
+  for config_path, topology, dtype, batch in grid:
+    if (config_path, topology, dtype, batch) in done:
+      continue
+    print(f'== {config_path} {topology} {dtype} batch {batch}', flush=True)
+    row = run_one(config_path, topology, batch, dtype, args.largest)
+    print(json.dumps({k: v for k, v in row.items() if k != 'programs'}), flush=True)
+    result['rows'].append(row)
+    done.add(_key(row))
+    result['not_run'] = sorted(g for g in all_grid if g not in done)
+    save(result, args.out)
+  result['not_run'] = sorted(g for g in all_grid if g not in done)
+  save(result, args.out)
+  print(table(result))
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,180 @@
+"""vitgan_jax/tpu_compile.py: the smoke step compiled by libtpu for TPU topologies, on this CPU.
+
+Runs wherever libtpu is installed (CI installs the `tpu` extra); skipped only without it.
+Three TPU compiles of the smoke train step (v3-8 at 8 and 16 images, v2-32 at 64), each about
+40 s on one busy core; everything else reuses them through the report cache (a temporary
+$VITGAN_CACHE for this module) or needs no compile.
+"""
+
+import dataclasses
+import os
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from configs import smoke
+from vitgan_jax import errors, sharding, tpu_compile, tpu_env, tpu_specs
+
+needs_libtpu = pytest.mark.skipif(not tpu_env.libtpu_installed(),
+                                  reason='libtpu is not installed (pip install -e ".[tpu]")')
+
+# The TPU's FLOPs per core against XLA's CPU cost analysis of the same step at the per-core
+# batch on one CPU device (jit(...).lower(...).cost_analysis(): the step as lowered, before
+# optimization; compiling it for the CPU too would cost another ~40 s). Measured for the
+# smoke step: TPU / CPU = 1.134 at 2 images per core, 1.122 at 8 (and 1.09 against the
+# CPU-compiled step). The two compilers count elementwise work of fused, rewritten
+# programs differently; matmul FLOPs are the same math. 20% holds those and still fails on
+# what the check is for: FLOPs of the global batch instead of the per-core one (x8 or x32),
+# a missing backward pass (~x0.4) or a second D step (~x1.5).
+FLOPS_TOLERANCE = 0.2
+
+
+@pytest.fixture(scope='module', autouse=True)
+def report_cache(tmp_path_factory):
+  """A fresh compile-report cache for this module, so every run really compiles once."""
+  old = os.environ.get('VITGAN_CACHE')
+  os.environ['VITGAN_CACHE'] = str(tmp_path_factory.mktemp('vitgan_cache'))
+  yield
+  if old is None:
+    del os.environ['VITGAN_CACHE']
+  else:
+    os.environ['VITGAN_CACHE'] = old
+
+
+def smoke_config(batch):
+  return tpu_compile.with_batch(smoke.get_config(), batch)
+
+
+def train_step_report(topology, batch, search=False):
+  return tpu_compile.check(smoke_config(batch), topology, which=('train step',), search=search)
+
+
+def cpu_flops(config):
+  """XLA's CPU cost analysis of the same train step on one CPU device."""
+  mesh = sharding.create_mesh(jax.devices('cpu')[:1])
+  fn, args, _ = tpu_compile.programs(config, mesh, which=('train step',))['train step']
+  cost = fn.lower(*args).cost_analysis()
+  return float(cost['flops'])
+
+
+@needs_libtpu
+@pytest.mark.parametrize('topology,batch,devices', [('v3-8', 16, 8), ('v2-32', 64, 32)])
+def test_smoke_train_step_compiles_for_tpu_and_flops_match_cpu(topology, batch, devices):
+  report = train_step_report(topology, batch)
+  step = report.program('train step')
+  assert report.topology.num_devices == devices
+  assert step.flops == pytest.approx(cpu_flops(smoke_config(batch // devices)),
+                                     rel=FLOPS_TOLERANCE)
+  assert 0 < step.argument_bytes < step.total_bytes < report.capacity_bytes
+  assert step.alias_bytes > 0  # the donated state is updated in place
+  assert 'all-reduce' in step.collectives  # gradients are summed over the 'data' axis
+  floor, compute, memory = report.floor_seconds()
+  assert floor == max(compute, memory) > 0
+  assert report.images_per_second(0.3) == pytest.approx(0.3 * report.images_per_second())
+  table = tpu_compile.format_report(report)
+  assert f'| train step | {batch} |' in table and 'not a measured speed' in table
+
+
+@needs_libtpu
+def test_hbm_grows_with_batch_and_an_oversized_batch_does_not_fit(monkeypatch):
+  small = train_step_report('v3-8', 8).program('train step')
+  large = train_step_report('v3-8', 16).program('train step')  # cached by the test above
+  assert large.temp_bytes > small.temp_bytes
+  assert large.total_bytes > small.total_bytes
+  # An oversized batch. The smoke model would need ~13,000 images per core to fill a v3
+  # core's 16 GiB, and compiling that takes minutes (185 s at global batch 160,000, which
+  # still fit: 10.1 GiB); so the core is given an HBM between the two batches' needs.
+  topology = tpu_specs.topology('v3-8')
+  capacity = (small.total_bytes + large.total_bytes) / 2
+  chip = dataclasses.replace(topology.chip, hbm_gib=capacity * topology.chip.devices_per_chip
+                             / tpu_specs.GIB)
+  monkeypatch.setitem(tpu_specs.TOPOLOGIES, 'v3-8', dataclasses.replace(topology, chip=chip))
+  with pytest.raises(tpu_compile.DoesNotFitError) as e:
+    train_step_report('v3-8', 16, search=True)
+  message = str(e.value)
+  assert '\n' not in message
+  assert message.startswith('does not fit: v3-8 ')
+  assert 'the train step at global batch 16 needs' in message
+  assert 'the largest global batch that fits is 8 (--config.training.batch_size=8)' in message
+
+
+@needs_libtpu
+def test_compiler_out_of_memory_is_parsed():
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
+  mesh = sharding.create_mesh(tpu_compile.topology_devices(tpu_specs.topology('v3-8')))
+  w = jax.ShapeDtypeStruct((4096, 4096), jnp.float32, sharding=NamedSharding(mesh, P()))
+  x = jax.ShapeDtypeStruct((8 * 600_000, 4096), jnp.float32,
+                           sharding=NamedSharding(mesh, P('data')))
+  fn = jax.jit(lambda w, x: jax.grad(lambda w: jnp.sum(jnp.tanh(jnp.tanh(x @ w) @ w)))(w))
+  with pytest.raises(tpu_compile.OutOfMemory) as e:  # 32 GiB of temporaries per core
+    tpu_compile.compile_program('tiny', fn, (w, x), 8, cache=False)
+  assert e.value.required > e.value.available > 8 * tpu_specs.GIB
+
+
+def test_largest_fitting_batch_interpolates_on_memory():
+  per_image, fixed, capacity = 3.0, 100.0, 1000.0   # fits up to 300 images
+  probes = []
+
+  def fits(b):
+    probes.append(b)
+    over = fixed + per_image * b - capacity
+    return over <= 0, over
+  largest, exact = tpu_compile.largest_fitting_batch(fits, 8, 4096, fixed + 4096 * 3 - capacity,
+                                                     capacity)
+  assert (largest, exact) == (296, True)
+  assert len(probes) <= 4
+  assert tpu_compile.largest_fitting_batch(lambda b: (False, 1.0), 8, 64, 1.0, capacity) == (0, True)
+
+
+def test_topology_names():
+  assert tpu_specs.topology('v2-32').libtpu_name == 'v2:4x4'
+  assert tpu_specs.topology('v2-32').num_devices == 32
+  assert tpu_specs.topology('v5litepod-8') == tpu_specs.topology('v5e-8')
+  assert tpu_specs.topology('v4-8').num_devices == 4  # megacore: one device per chip
+  assert tpu_specs.topology('v2:4x4').name == 'v2-32'
+  with pytest.raises(ValueError, match='unknown TPU topology'):
+    tpu_specs.topology('v9-8')
+  for chip in tpu_specs.CHIPS.values():
+    assert chip.source and chip.peak_bf16_flops > 1e13 and chip.hbm_gib >= 16
+
+
+def test_collectives_in_hlo_text():
+  hlo = '\n'.join([
+      '  %all-reduce.1 = f32[384,384]{1,0} all-reduce(f32[384,384]{1,0} %p), channel_id=1',
+      '  %ars = (f32[16]{0}, f32[16]{0}) all-reduce-start(f32[16]{0} %q), channel_id=2',
+      '  %ard = f32[16]{0} all-reduce-done((f32[16]{0}, f32[16]{0}) %ars)',
+      '  ROOT %a2a = bf16[8,32]{1,0} all-to-all(bf16[8,32]{1,0} %r), dimensions={0}',
+      '  %add = f32[4]{0} add(f32[4]{0} %x, f32[4]{0} %y)'])
+  assert tpu_compile.collectives_in_hlo(hlo) == {
+      'all-reduce': (2, 384 * 384 * 4 + 16 * 4), 'all-to-all': (1, 8 * 32 * 2)}
+
+
+def test_without_libtpu_one_line_install_hint(monkeypatch):
+  monkeypatch.setattr(tpu_env, 'libtpu_installed', lambda: False)
+  with pytest.raises(errors.ConfigError) as e:
+    tpu_compile.check(smoke_config(16), 'v3-8')
+  assert '\n' not in str(e.value) and 'pip install -e ".[tpu]"' in str(e.value)
+
+
+@needs_libtpu
+def test_cpu_start_is_quiet_with_libtpu_installed():
+  """libtpu in the environment adds no warnings to a CPU process (tpu_env)."""
+  env = {k: v for k, v in os.environ.items() if not k.startswith(('TPU_', 'ALLOW_MULTIPLE'))}
+  result = subprocess.run(
+      [sys.executable, '-c', 'import vitgan_jax, jax; print(jax.devices()[0].platform)'],
+      capture_output=True, text=True, env=env, timeout=120, check=True)
+  assert result.stdout.strip() == 'cpu'
+  assert 'TPU' not in result.stderr and 'libtpu' not in result.stderr, result.stderr
+
+
+def test_readme_table_is_the_committed_json():
+  """README's compile-time table is bench/tpu_compile.py's rendering of the committed JSON."""
+  from bench import tpu_compile as bench_tpu  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = bench_tpu.load(os.path.join(root, bench_tpu.DEFAULT_OUT))
+  assert result['rows'] and all(r['fits'] for r in result['rows'])
+  with open(os.path.join(root, 'README.md')) as f:
+    assert bench_tpu.table(result) in f.read()

@@ -1,0 +1,574 @@
+"""`--mode compile`: the exact train step, sampler and FID eval step compiled for a TPU topology.
+
+libtpu compiles for a topology without the hardware (on any host, CPU included): the mesh is
+built over the topology's devices (all hosts of a pod slice), every input is a
+ShapeDtypeStruct with its NamedSharding, and `jit(...).lower(...).compile()` runs the TPU
+compiler. What it reports is compile-time analysis, not a measured speed:
+
+- per-core HBM of each program (arguments, temporaries, outputs) against the core's capacity;
+- FLOPs and bytes accessed per step (XLA's cost analysis of the compiled program, per core);
+- the collectives in the compiled HLO (kind, count, bytes);
+- a roofline floor per train step, max(FLOPs / peak, bytes / HBM bandwidth), and the images/s
+  it implies at 100% and 30% of peak.
+
+A train step that does not fit ends in one line (`DoesNotFitError`): the topology, how many
+GiB over, and the largest global batch that fits (searched by compiling).
+"""
+
+import copy
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import time
+from importlib import metadata
+from typing import Callable, Dict, List, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import topologies
+
+from vitgan_jax import errors, sharding, tpu_env, tpu_specs, train
+from vitgan_jax.evaluation import inception, train_eval
+
+INSTALL_HINT = ('libtpu is not installed, so nothing can be compiled for a TPU: '
+                'pip install -e ".[tpu]" (jax[tpu] at the installed jax version)')
+PEAK_FRACTION = 0.3  # the second images/s column: 30% of peak, a common sustained MFU
+GIB = tpu_specs.GIB
+COLLECTIVES = ('all-reduce', 'all-gather', 'reduce-scatter', 'all-to-all',
+               'collective-permute', 'collective-broadcast')
+MAX_SEARCH_COMPILES = 10
+
+
+class DoesNotFitError(errors.ConfigError):
+  """The train step needs more HBM per core than the topology's chips have."""
+
+
+@dataclasses.dataclass
+class ProgramReport:
+  """What the TPU compiler says about one program, per core (one JAX device)."""
+  name: str
+  batch: int                      # global batch of the program
+  compile_seconds: float
+  argument_bytes: int
+  temp_bytes: int
+  output_bytes: int
+  alias_bytes: int                # outputs that reuse argument buffers (the donated state)
+  code_bytes: int
+  flops: float
+  bytes_accessed: float
+  collectives: Dict[str, Tuple[int, int]]  # kind -> (count, bytes)
+
+  @property
+  def total_bytes(self) -> int:
+    """Arguments + temporaries + outputs not aliased to arguments + the program itself."""
+    return (self.argument_bytes + self.temp_bytes + self.output_bytes - self.alias_bytes
+            + self.code_bytes)
+
+
+@dataclasses.dataclass
+class Report:
+  config_name: str
+  topology: tpu_specs.Topology
+  dtype: str
+  batch: int
+  programs: List[ProgramReport]
+  libtpu_version: str
+
+  def program(self, name) -> ProgramReport:
+    return next(p for p in self.programs if p.name == name)
+
+  @property
+  def capacity_bytes(self) -> float:
+    return self.topology.chip.hbm_bytes_per_device
+
+  def floor_seconds(self, name='train step') -> Tuple[float, float, float]:
+    """(floor, compute time, memory time) of one step of `name` at 100% of peak."""
+    p, chip = self.program(name), self.topology.chip
+    compute = p.flops / chip.peak_flops_per_device
+    memory = p.bytes_accessed / chip.hbm_bandwidth_per_device
+    return max(compute, memory), compute, memory
+
+  def images_per_second(self, fraction=1.0) -> float:
+    return self.batch * fraction / self.floor_seconds()[0]
+
+  def to_dict(self) -> dict:
+    floor, compute, memory = self.floor_seconds()
+    return {
+        'config': self.config_name, 'topology': self.topology.name,
+        'libtpu_topology': self.topology.libtpu_name, 'devices': self.topology.num_devices,
+        'dtype': self.dtype, 'global_batch': self.batch, 'libtpu': self.libtpu_version,
+        'hbm_capacity_gib_per_core': self.capacity_bytes / GIB,
+        'fits': all(p.total_bytes <= self.capacity_bytes for p in self.programs),
+        'floor_ms': floor * 1e3, 'compute_ms': compute * 1e3, 'memory_ms': memory * 1e3,
+        'images_per_s_at_peak': self.images_per_second(),
+        f'images_per_s_at_{int(PEAK_FRACTION * 100)}pct': self.images_per_second(PEAK_FRACTION),
+        'programs': [dict(dataclasses.asdict(p), total_bytes=p.total_bytes,
+                          collectives={k: {'count': c, 'bytes': b}
+                                       for k, (c, b) in p.collectives.items()})
+                     for p in self.programs],
+    }
+
+
+# ----------------------------------------------------------------------------
+# The topology and the programs.
+
+
+def libtpu_version() -> str:
+  try:
+    return metadata.version('libtpu')
+  except metadata.PackageNotFoundError:
+    return 'unknown'
+
+
+def resolve_topology(name: str) -> tpu_specs.Topology:
+  try:
+    return tpu_specs.topology(name)
+  except ValueError as e:
+    raise errors.ConfigError(f'--topology: {e}') from e
+
+
+def topology_devices(topology: tpu_specs.Topology):
+  """The topology's TPU devices (no hardware needed); ConfigError with INSTALL_HINT without libtpu."""
+  if not tpu_env.libtpu_installed():
+    raise errors.ConfigError(INSTALL_HINT)
+  tpu_env.use_compile_only_env()
+  kwargs = {}
+  if topology.chip_config_name:
+    kwargs['chip_config_name'] = topology.chip_config_name
+  if topology.chips_per_host_bounds:
+    kwargs['chips_per_host_bounds'] = topology.chips_per_host_bounds
+  try:
+    devices = topologies.get_topology_desc(platform='tpu', topology_name=topology.libtpu_name,
+                                           **kwargs).devices
+  except Exception as e:  # pylint: disable=broad-except  # libtpu's own errors (XlaRuntimeError)
+    raise errors.ConfigError(f'libtpu refused topology {topology.libtpu_name} '
+                             f'({" ".join(str(e).split())[:300]})') from e
+  if len(devices) != topology.num_devices:
+    raise errors.ConfigError(f'topology {topology.name} ({topology.libtpu_name}) has '
+                             f'{len(devices)} devices, expected {topology.num_devices}')
+  return devices
+
+
+def cache_dir() -> str:
+  """Where compile reports are kept: $VITGAN_CACHE/tpu_compile (default ~/.cache/vitgan_jax)."""
+  root = os.environ.get('VITGAN_CACHE', os.path.expanduser('~/.cache/vitgan_jax'))
+  return os.path.join(root, 'tpu_compile')
+
+
+def build_gan(config, mesh):
+  """(generator, discriminator, g_tx, d_tx, abstract TrainState replicated on `mesh`).
+
+  The one place compile mode assembles models, optimizers and state (shapes only, nothing
+  initialized), as training does.
+  """
+  generator, discriminator = train.create_models(config)
+  g_tx, d_tx = train.create_optimizers(config)
+  shapes = jax.eval_shape(lambda: train.create_train_state(
+      config, jax.random.PRNGKey(0), generator, discriminator, g_tx, d_tx))
+  replicated = sharding.replicated(mesh)
+  state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
+                       shapes)
+  return generator, discriminator, g_tx, d_tx, state
+
+
+def eval_batch_size(config, num_devices: int) -> int:
+  """The FID batch: eval.batch_size rounded up to a multiple of the devices, as training does."""
+  return -(-config.eval.batch_size // num_devices) * num_devices
+
+
+def programs(config, mesh, which=('train step', 'sampler', 'FID eval step')
+             ) -> Dict[str, Tuple[Callable, tuple, int]]:
+  """name -> (jitted function, abstract arguments, global batch) for each program to compile."""
+  generator, discriminator, g_tx, d_tx, state = build_gan(config, mesh)
+  data, rep = sharding.data_sharded(mesh), sharding.replicated(mesh)
+  out = {}
+  batch = config.training.batch_size
+  sharding.check_batch_size(batch, mesh)
+  if 'train step' in which:
+    try:
+      step = train.make_train_step(config, generator, discriminator, g_tx, d_tx, mesh)
+    except (ValueError, KeyError) as e:
+      raise errors.ConfigError(f'config: {e}') from e
+    size, channels = config.model.image_size, config.model.channels
+    images = jax.ShapeDtypeStruct((batch, size, size, channels), jnp.float32, sharding=data)
+    out['train step'] = (train.jit_train_step(step, mesh), (state, {'image': images}), batch)
+  n = eval_batch_size(config, mesh.devices.size)
+  rng = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=rep)
+  sample_images = train_eval.make_sampler(config, generator, mesh).images
+  if 'sampler' in which:
+    out['sampler'] = (sample_images, (state, rng, n), n)
+  if 'FID eval step' in which:
+    model = inception.InceptionV3(with_logits=True)
+    params = jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep),
+        jax.eval_shape(inception.init_params, jax.random.key(0)))
+
+    @jax.jit
+    def fid_eval_step(state, rng, inception_params):
+      """One FID batch as the evaluator runs it: EMA samples -> uint8 -> Inception features."""
+      x = jax.lax.with_sharding_constraint(sample_images(state, rng, n), data)
+      return jax.lax.with_sharding_constraint(
+          model.apply({'params': inception_params}, x), rep)
+    out['FID eval step'] = (fid_eval_step, (state, rng, params), n)
+  return out
+
+
+# ----------------------------------------------------------------------------
+# What the compiler says.
+
+_SHAPE = re.compile(r'\b(pred|s4|s8|s16|s32|s64|u4|u8|u16|u32|u64|f8e\w+|bf16|f16|f32|f64|c64|'
+                    r'c128)\[([\d,]*)\]')
+_BITS = {'pred': 8, 'c64': 64, 'c128': 128}
+_INSTRUCTION = re.compile(r'^\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*(.*?)\s+([a-z][\w\-]*)\(')
+
+
+def _shape_bytes(text: str) -> int:
+  total = 0
+  for dtype, dims in _SHAPE.findall(text):
+    bits = _BITS[dtype] if dtype in _BITS else int(re.search(r'\d+', dtype).group())
+    count = 1
+    for d in filter(None, dims.split(',')):
+      count *= int(d)
+    total += count * bits // 8
+  return total
+
+
+def collectives_in_hlo(hlo_text: str) -> Dict[str, Tuple[int, int]]:
+  """kind -> (count, bytes of their results) of the collective ops in compiled HLO text.
+
+  Async pairs count once (at their -start, or -done for all-gather/reduce-scatter whose
+  start also carries the operand); fused collectives (e.g. all-reduce inside a fusion's
+  name) are found by the op name.
+  """
+  found: Dict[str, List[int]] = {}
+  for line in hlo_text.splitlines():
+    match = _INSTRUCTION.match(line)
+    if not match:
+      continue
+    shape, opcode = match.groups()
+    for kind in COLLECTIVES:
+      if opcode == kind or opcode == kind + '-start':
+        result = shape
+        if opcode.endswith('-start') and kind in ('all-gather', 'all-reduce', 'reduce-scatter',
+                                                  'collective-permute'):
+          # (operands..., results...) tuples: the results are the second half
+          parts = _SHAPE.findall(shape)
+          half = len(parts) // 2 if len(parts) > 1 else 0
+          result = ' '.join(f'{d}[{s}]' for d, s in parts[half:])
+        count_bytes = found.setdefault(kind, [0, 0])
+        count_bytes[0] += 1
+        count_bytes[1] += _shape_bytes(result)
+        break
+  return {k: (c, b) for k, (c, b) in found.items()}
+
+
+def _cost(compiled) -> Tuple[float, float]:
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else {}
+  cost = cost or {}
+  return float(cost.get('flops', 0.0)), float(cost.get('bytes accessed', 0.0))
+
+
+_OOM = re.compile(r'required for (.*?) \(([\d.]+)([KMGT]?)\) exceeds available HBM '
+                  r'\(([\d.]+)([KMGT]?)\)')
+_UNIT = {'': 1, 'K': 2 ** 10, 'M': 2 ** 20, 'G': 2 ** 30, 'T': 2 ** 40}
+
+
+def parse_out_of_memory(message: str) -> Optional[Tuple[float, float]]:
+  """(required, available) bytes per core from libtpu's RESOURCE_EXHAUSTED message, or None."""
+  match = _OOM.search(message)
+  if not match:
+    return None
+  _, req, req_unit, avail, avail_unit = match.groups()
+  return float(req) * _UNIT[req_unit], float(avail) * _UNIT[avail_unit]
+
+
+class OutOfMemory(Exception):
+  """The TPU compiler refused a program for lack of HBM."""
+
+  def __init__(self, message, required, available):
+    super().__init__(message)
+    self.required, self.available = required, available
+
+
+def _cache_path(name: str, lowered, extra: str) -> str:
+  """A report cache entry keyed by the lowered program (StableHLO), its devices and libtpu.
+
+  JAX's persistent compilation cache cannot serve compiles for a topology: reading an entry
+  back needs a TPU client ("PjRtCompiler must be constructed with a Client to call
+  DeserializeLoadedExecutable"), so the compiler's answers are cached instead.
+  """
+  digest = hashlib.sha256()
+  for part in (name, extra, libtpu_version(), jax.__version__, lowered.as_text()):
+    digest.update(part.encode())
+    digest.update(b'\0')
+  stem = re.sub(r'\W+', '_', name)
+  return os.path.join(cache_dir(), f'{stem}-{digest.hexdigest()[:24]}.json')
+
+
+def compile_program(name: str, fn, args: tuple, batch: int, *, cache_key: str = '',
+                    cache: bool = True) -> ProgramReport:
+  """Lowers and compiles one program; OutOfMemory when the TPU compiler runs out of HBM.
+
+  With `cache`, a program lowered to the same text for the same `cache_key` (the topology)
+  and libtpu is answered from cache_dir() without compiling (compile_seconds: the original's).
+  """
+  lowered = fn.lower(*args)
+  cache = cache and not os.environ.get('VITGAN_TPU_HLO_DIR')
+  path = _cache_path(name, lowered, cache_key) if cache else None
+  if path and os.path.exists(path):
+    with open(path) as f:
+      cached = json.load(f)
+    if 'out_of_memory' in cached:
+      raise OutOfMemory(*cached['out_of_memory'])
+    cached['collectives'] = {k: tuple(v) for k, v in cached['collectives'].items()}
+    return ProgramReport(**cached)
+  start = time.perf_counter()
+  try:
+    compiled = lowered.compile()
+  except Exception as e:  # pylint: disable=broad-except  # JaxRuntimeError from libtpu
+    message = str(e)
+    if 'RESOURCE_EXHAUSTED' not in message:
+      raise
+    required, available = parse_out_of_memory(message) or (float('nan'), float('nan'))
+    error = OutOfMemory(' '.join(message.split())[:500], required, available)
+    _write_json(path, {'out_of_memory': [str(error), required, available]})
+    raise error from e
+  seconds = time.perf_counter() - start
+  if os.environ.get('VITGAN_TPU_HLO_DIR'):  # the compiled HLO, to see what the compiler made
+    _write_text(os.path.join(os.environ['VITGAN_TPU_HLO_DIR'],
+                             f'{re.sub(r"[^A-Za-z0-9]+", "_", name)}-{cache_key.split("/")[0]}'
+                             f'-b{batch}.hlo.txt'), compiled.as_text())
+  memory = compiled.memory_analysis()
+  flops, bytes_accessed = _cost(compiled)
+  report = ProgramReport(
+      name=name, batch=batch, compile_seconds=seconds,
+      argument_bytes=int(memory.argument_size_in_bytes),
+      temp_bytes=int(memory.temp_size_in_bytes),
+      output_bytes=int(memory.output_size_in_bytes),
+      alias_bytes=int(memory.alias_size_in_bytes),
+      code_bytes=int(memory.generated_code_size_in_bytes),
+      flops=flops, bytes_accessed=bytes_accessed,
+      collectives=collectives_in_hlo(compiled.as_text()))
+  _write_json(path, dataclasses.asdict(report))
+  return report
+
+
+def _write_text(path: str, text: str) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, 'w') as f:
+    f.write(text)
+
+
+def _write_json(path: Optional[str], value) -> None:
+  if not path:
+    return
+  try:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f'{path}.{os.getpid()}.tmp'
+    with open(tmp, 'w') as f:
+      json.dump(value, f)
+    os.replace(tmp, path)
+  except OSError:  # a read-only cache only costs the next run a compile
+    pass
+
+
+# ----------------------------------------------------------------------------
+# Fit, search and the whole check.
+
+
+def with_batch(config, batch: int):
+  config = copy.deepcopy(config)
+  with config.unlocked():
+    config.training.batch_size = batch
+  return config
+
+
+def _topology_key(topology: tpu_specs.Topology) -> str:
+  return f'{topology.libtpu_name}/{topology.chip_config_name}/{topology.chips_per_host_bounds}'
+
+
+def train_step_over_bytes(config, mesh, topology: tpu_specs.Topology, cache: bool = True
+                          ) -> Tuple[bool, float, Optional[ProgramReport]]:
+  """(fits, bytes over the capacity per core (negative: room left), report) of the train step."""
+  capacity = topology.chip.hbm_bytes_per_device
+  fn, args, batch = programs(config, mesh, which=('train step',))['train step']
+  try:
+    report = compile_program('train step', fn, args, batch, cache_key=_topology_key(topology),
+                             cache=cache)
+  except OutOfMemory as e:
+    return False, e.required - e.available, None
+  over = report.total_bytes - capacity
+  return over <= 0, over, report
+
+
+def largest_fitting_batch(fits: Callable[[int], Tuple[bool, float]], step: int, known_fail: int,
+                          fail_over: float, capacity: float,
+                          max_compiles: int = MAX_SEARCH_COMPILES, known_fit: int = 0,
+                          fit_over: Optional[float] = None) -> Tuple[int, bool]:
+  """(largest multiple of `step` below known_fail for which fits(b) holds, exact?).
+
+  Memory grows about linearly with the batch, so each probe interpolates between the
+  largest known fit and the smallest known failure on the bytes over the capacity (a plain
+  bisection when that lands outside them). 0 when not even `step` fits. `exact` is False when
+  max_compiles ran out first (the result is then a batch that fits, maybe not the largest).
+  """
+  lo, lo_over = known_fit, -capacity if fit_over is None else fit_over
+  # (batch 0 "needs nothing": a guess that only steers the first probe)
+  hi, hi_over = known_fail, fail_over
+  for _ in range(max_compiles):
+    if hi - lo <= step:
+      return lo, True
+    guess = lo + (hi - lo) * (-lo_over) / max(hi_over - lo_over, 1.0)
+    guess = int(guess // step) * step
+    if not lo < guess < hi:
+      guess = (lo + hi) // 2 // step * step
+    if not lo < guess < hi:
+      guess = lo + step
+    ok, over = fits(guess)
+    if ok:
+      lo, lo_over = guess, over
+    else:
+      hi, hi_over = guess, over
+  return lo, hi - lo <= step
+
+
+def largest_batch(config, topology_name: str, cache: bool = True,
+                  say: Callable[[str], None] = lambda s: None) -> Tuple[int, bool]:
+  """(largest global batch whose train step fits the topology, exact?), searched by compiling.
+
+  From training.batch_size: down when it does not fit, else up, doubling until a batch fails,
+  then interpolating between the last fit and the first failure.
+  """
+  topology = resolve_topology(topology_name)
+  mesh = sharding.create_mesh(topology_devices(topology))
+  n, capacity = topology.num_devices, topology.chip.hbm_bytes_per_device
+
+  def fits(b):
+    ok, over, _ = train_step_over_bytes(with_batch(config, b), mesh, topology, cache)
+    say(f'  {topology.name} global batch {b}: {"fits" if ok else "does not fit"} '
+        f'({over / GIB:+.2f} GiB against {capacity / GIB:.1f})')
+    return ok, over
+  batch = config.training.batch_size
+  ok, over = fits(batch)
+  if not ok:
+    return largest_fitting_batch(fits, n, batch, over, capacity)
+  lo, lo_over = batch, over
+  for _ in range(MAX_SEARCH_COMPILES // 2):
+    hi = lo * 2
+    ok, hi_over = fits(hi)
+    if not ok:
+      return largest_fitting_batch(fits, n, hi, hi_over, capacity, known_fit=lo,
+                                   fit_over=lo_over)
+    lo, lo_over = hi, hi_over
+  return lo, False
+
+
+def check(config, topology_name: str, config_name: str = 'config',
+          which=('train step', 'sampler', 'FID eval step'), search: bool = True,
+          cache: bool = True, say: Callable[[str], None] = lambda s: None) -> Report:
+  """Compiles `which` for the topology; DoesNotFitError (one line) when the train step does not fit."""
+  topology = resolve_topology(topology_name)
+  devices = topology_devices(topology)
+  mesh = sharding.create_mesh(devices)
+  capacity = topology.chip.hbm_bytes_per_device
+  batch = config.training.batch_size
+  reports = []
+  for name, (fn, args, n) in programs(config, mesh, which).items():
+    say(f'Compiling the {name} (global batch {n}) for {topology.name} ...')
+    try:
+      report = compile_program(name, fn, args, n, cache_key=_topology_key(topology),
+                               cache=cache)
+    except OutOfMemory as e:
+      if name != 'train step':
+        raise errors.ConfigError(f'{topology.name}: the {name} at batch {n} does not fit '
+                                 f'({e})') from e
+      _does_not_fit(config, mesh, topology, batch, e.required - e.available, search, cache,
+                    say)
+    if name == 'train step' and report.total_bytes > capacity:
+      _does_not_fit(config, mesh, topology, batch, report.total_bytes - capacity, search, cache,
+                    say)
+    reports.append(report)
+  return Report(config_name, topology, str(config.training.dtype), batch, reports,
+                libtpu_version())
+
+
+def _does_not_fit(config, mesh, topology, batch, over, search, cache, say):
+  n = topology.num_devices
+  capacity = topology.chip.hbm_bytes_per_device
+  found = ''
+  if search:
+    say(f'The train step does not fit at global batch {batch}; searching the largest that '
+        'fits ...')
+
+    def fits(b):
+      ok, b_over, _ = train_step_over_bytes(with_batch(config, b), mesh, topology, cache)
+      say(f'  global batch {b}: {"fits" if ok else "does not fit"}')
+      return ok, b_over
+    largest, exact = largest_fitting_batch(fits, n, batch, over, capacity)
+    found = (f'; the largest global batch that fits is {largest} '
+             f'(--config.training.batch_size={largest})' if largest and exact else
+             f'; global batch {largest} fits (search stopped after {MAX_SEARCH_COMPILES} '
+             'compiles)' if largest else
+             f'; not even global batch {n} (1 per core) fits')
+  raise DoesNotFitError(
+      f'does not fit: {topology.name} ({topology.chip.generation} core: '
+      f'{_size(capacity)} HBM): the train step at global batch {batch} needs '
+      f'{_size(over)} more per core{found}')
+
+
+def _size(b: float) -> str:
+  return f'{b / GIB:.2f} GiB' if abs(b) >= GIB / 10 else f'{b / 2 ** 20:.1f} MiB'
+
+
+# ----------------------------------------------------------------------------
+# The table.
+
+
+def _gib(b: float) -> str:
+  return f'{b / GIB:.3f}'
+
+
+def _collectives(c: Dict[str, Tuple[int, int]]) -> str:
+  if not c:
+    return 'none'
+  return ', '.join(f'{kind} x{count} ({size / 2 ** 20:.1f} MiB)'
+                   for kind, (count, size) in sorted(c.items()))
+
+
+def format_report(report: Report) -> str:
+  """The table `--mode compile` prints."""
+  t, chip = report.topology, report.topology.chip
+  floor, compute, memory = report.floor_seconds()
+  lines = [
+      f'TPU compile check: {report.config_name} for {t.name} ({t.libtpu_name}: '
+      f'{t.num_devices} x TPU {chip.generation} device, {t.num_chips} chips), mesh data='
+      f'{t.num_devices}, global batch {report.batch} ({report.batch // t.num_devices} per '
+      f'core), training.dtype={report.dtype}, libtpu {report.libtpu_version}.',
+      'Compile-time analysis by the TPU compiler, per core; not a measured speed.',
+      '',
+      f'| program | batch | compile s | arguments GiB | temporaries GiB | outputs GiB | '
+      f'total GiB / HBM {report.capacity_bytes / GIB:.1f} GiB | GFLOP | GB accessed | '
+      'collectives (kind xcount, result bytes) |',
+      '|---|--:|--:|--:|--:|--:|--:|--:|--:|---|',
+  ]
+  for p in report.programs:
+    lines.append(
+        f'| {p.name} | {p.batch} | {p.compile_seconds:.1f} | {_gib(p.argument_bytes)} | '
+        f'{_gib(p.temp_bytes)} | {_gib(p.output_bytes)} | {_gib(p.total_bytes)} '
+        f'({100 * p.total_bytes / report.capacity_bytes:.0f}%) | {p.flops / 1e9:.2f} | '
+        f'{p.bytes_accessed / 1e9:.3f} | {_collectives(p.collectives)} |')
+  bound = 'memory-bound' if memory > compute else 'compute-bound'
+  lines += [
+      '',
+      f'Train step floor: {floor * 1e3:.3f} ms ({bound}: FLOPs / peak {compute * 1e3:.3f} ms at '
+      f'{chip.peak_flops_per_device / 1e12:.1f} TFLOP/s per core, bytes / HBM bandwidth '
+      f'{memory * 1e3:.3f} ms at {chip.hbm_bandwidth_per_device / 1e9:.0f} GB/s per core) -> '
+      f'{report.images_per_second():,.0f} images/s at 100% of peak, '
+      f'{report.images_per_second(PEAK_FRACTION):,.0f} at {PEAK_FRACTION:.0%}.',
+      f'Specs: {chip.source}.',
+  ]
+  return '\n'.join(lines)
