@@ -26,7 +26,7 @@ setup(
         'matplotlib',  # progress plots (FID and D gap against images seen)
     ],
     extras_require={
-        'test': ['pytest', 'nbformat'],
+        'test': ['pytest', 'pytest-xdist', 'nbformat'],  # xdist: the suite on every core
         # libtpu (~700 MB): TPU VMs, and `vitgan-train --mode compile` (compiles for a TPU
         # topology on any host). Pinned to the jax version: libtpu is built against one jaxlib.
         'tpu': ['jax[tpu]==0.10.2'],
