@@ -1,4 +1,4 @@
-"""Test setup: repo root importable (for `configs`), paths to shared data."""
+"""Test setup: the repo root importable (for `configs` and `tests.helpers`)."""
 
 import os
 import sys
@@ -6,6 +6,3 @@ import sys
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:
   sys.path.insert(0, REPO_ROOT)
-
-SHARED_DATA = os.path.join(REPO_ROOT, '..', 'shared', 'data')
-CIFAR_SUBSET_NPZ = os.path.join(SHARED_DATA, 'cifar100_classes0-9_1834.npz')
