@@ -42,6 +42,7 @@ def tiny_run_config(**changes):
   """The TINY config on 'arrays' data (whole runs); `changes` maps dotted keys to values."""
   config = smoke.get_config()
   config.data.source = 'arrays'
+  config.data.if_missing = 'error'  # smoke's noise fallback is for its own shared .npz only
   set_dotted(config, {**TINY, **changes})
   return config
 
