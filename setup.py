@@ -7,7 +7,7 @@ setup(
     version='0.1.0',
     description='Train and evaluate ViTGAN (Lee et al., ICLR 2022) and other transformer GANs '
                 'in JAX/Flax on TPU, GPU and CPU.',
-    packages=find_packages(include=['vitgan_jax', 'vitgan_jax.*', 'configs', 'configs.*']),
+    packages=find_packages(include=['vitgan_jax', 'vitgan_jax.*']),
     python_requires='>=3.11',
     install_requires=[
         'jax>=0.10.2',

@@ -1,1 +1,1 @@
-"""Benchmarks (run as scripts: python bench/<name>.py); see bench/README.md."""
+"""Benchmarks, run from the repo root as `python -m bench.<name>`; see bench/README.md."""

@@ -4,7 +4,7 @@ Times `augment.augment` forward + backward (the G step differentiates through it
 real + fake at the paper's batch (2 x 128 images, 32x32), and counts the gathers, scatters and
 dots XLA compiled it to. `--repo` points at another checkout to compare two versions.
 
-  python bench/augment_speed.py [--repo PATH] [--out results.json]
+  python -m bench.augment_speed [--repo PATH] [--out results.json]
 """
 
 import argparse

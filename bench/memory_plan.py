@@ -6,23 +6,21 @@ batch), temporaries, and the estimate of bytes live at once. On a CPU the plan i
 compiler's, a guide for accelerators (same program, different fusion), not a measurement of
 one.
 
-  python bench/memory_plan.py --configs configs/vitgan_cifar10.py,configs/vitgan_celeba64.py \
+  python -m bench.memory_plan --configs configs/vitgan_cifar10.py,configs/vitgan_celeba64.py \
       --batch_sizes 16,128
 """
 
 import argparse
 import ast
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from bench import common
 
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-order,wrong-import-position
-import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-order,wrong-import-position
+import jax
+import jax.numpy as jnp
 
-from vitgan_jax import sharding, train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vitgan_jax import sharding, train
+from vitgan_jax.gan import GAN
 
 GIB = 2.0 ** 30
 
@@ -32,14 +30,10 @@ def plan(config_path: str, batch_size: int, dtype: str, overrides=None) -> dict:
   config = common.load_config(config_path, {**(overrides or {}), 'training.batch_size': batch_size,
                                             'training.dtype': dtype})
   mesh = sharding.create_mesh(jax.devices()[:1])
-  generator, discriminator = train.create_models(config)
-  g_tx, d_tx = train.create_optimizers(config)
-  state = jax.eval_shape(lambda: train.create_train_state(
-      config, jax.random.PRNGKey(0), generator, discriminator, g_tx, d_tx))
-  size, channels = config.model.image_size, config.model.channels
-  batch = {'image': jax.ShapeDtypeStruct((batch_size, size, size, channels), jnp.float32)}
-  step = train.jit_train_step(
-      train.make_train_step(config, generator, discriminator, g_tx, d_tx, mesh), mesh)
+  gan = GAN.from_config(config)
+  state = jax.eval_shape(gan.init, jax.random.PRNGKey(0))
+  batch = {'image': jax.ShapeDtypeStruct((batch_size, *gan.image_shape), jnp.float32)}
+  step = train.jit_train_step(train.make_train_step(config, gan, mesh), mesh)
   start = time.perf_counter()
   compiled = step.lower(state, batch).compile()
   memory = common.memory_analysis(compiled)

@@ -1,15 +1,13 @@
 """Merges the per-benchmark JSONs of one run_all.sh into bench/results/<date>-<device>.json.
 
-  python bench/merge_results.py PART.json ... [--out PATH]
+  python -m bench.merge_results PART.json ... [--out PATH]
 """
 
 import argparse
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from bench import common
 
 SHARED_KEYS = ('date', 'time_utc', 'device', 'is_cpu_result', 'versions', 'xla_flags', 'quick')
 

@@ -6,20 +6,18 @@ float32. `common.load_inception` reads the pack back as float32 and labels it
 'float16-packed'. `--check N` measures what the rounding does to the pool features and to the
 FID between two halves of the real images.
 
-  python bench/pack_inception.py --weights /path/to/pt_inception-2015-12-05-6726825d.pth
-  python bench/pack_inception.py   # $VITGAN_INCEPTION_PT or the evaluation cache
+  python -m bench.pack_inception --weights /path/to/pt_inception-2015-12-05-6726825d.pth
+  python -m bench.pack_inception   # $VITGAN_INCEPTION_PT or the evaluation cache
 """
 
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from bench import common
 
-import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-order
+import numpy as np
 
-from vitgan_jax.evaluation import weights  # pylint: disable=g-import-not-at-top
+from vitgan_jax.evaluation import weights
 
 PACKED_DTYPE = np.float16
 

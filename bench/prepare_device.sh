@@ -23,7 +23,7 @@ WEIGHTS=${INCEPTION_WEIGHTS:-}
 if [[ -z "$WEIGHTS" && -f ../shared/data/fid_inception_v3_tf.pt ]]; then
   WEIGHTS=../shared/data/fid_inception_v3_tf.pt
 fi
-if ! "$PYTHON" bench/pack_inception.py ${WEIGHTS:+--weights "$WEIGHTS"}; then
+if ! "$PYTHON" -m bench.pack_inception ${WEIGHTS:+--weights "$WEIGHTS"}; then
   rm -f .carry/inception_fid_float16.npz
   echo "No FID Inception weights found: the device run will use random weights" \
        "(FID speed timings stay valid; the quality curve is then a plumbing check only)."

@@ -9,8 +9,8 @@
     guard; dot attention, bfloat16), timed; differences show what each feature costs.
   * --trace DIR: a jax.profiler trace of a few steps; on a GPU, kernel time by op name.
 
-  python bench/profile_step.py --config configs/vitgan_cifar10.py --batch_size 128
-  python bench/profile_step.py --config configs/smoke.py --batch_size 32 --compile --ablations
+  python -m bench.profile_step --config configs/vitgan_cifar10.py --batch_size 128
+  python -m bench.profile_step --config configs/smoke.py --batch_size 32 --compile --ablations
 """
 
 import argparse
@@ -18,16 +18,15 @@ import collections
 import glob
 import os
 import re
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from bench import common
 
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-order
+import jax
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-order
 
-from vitgan_jax import sharding, train  # pylint: disable=g-import-not-at-top
+from vitgan_jax import sharding, train
+from vitgan_jax.gan import GAN
 
 ABLATIONS = (
     ('full step', {}),
@@ -128,12 +127,9 @@ def entry_op_counts(hlo_text):
 def build(config_path, overrides, batch_size, mesh):
   config = common.load_config(config_path, dict(overrides, **{
       'training.batch_size': batch_size}))
-  generator, discriminator = train.create_models(config)
-  g_tx, d_tx = train.create_optimizers(config)
-  state = jax.jit(lambda r: train.create_train_state(config, r, generator, discriminator,
-                                                     g_tx, d_tx),
-                  out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(0))
-  fn = train.make_train_step(config, generator, discriminator, g_tx, d_tx, mesh)
+  gan = GAN.from_config(config)
+  state = gan.init_on(mesh, 0)
+  fn = train.make_train_step(config, gan, mesh)
   size = config.model.image_size
   images = np.random.default_rng(0).uniform(-1, 1, (batch_size, size, size, 3))
   batch = {'image': jax.device_put(images.astype(np.float32), sharding.data_sharded(mesh))}

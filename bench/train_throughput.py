@@ -12,27 +12,24 @@ Points run in priority order (batch 128 first, then the batch sweeps) until --bu
 out; compiles after the first run --compile_workers at a time (XLA releases the GIL), timings
 run one at a time with nothing else going on.
 
-  python bench/train_throughput.py            # full sweep (accelerator), ~4-5 min on an H100
-  python bench/train_throughput.py --quick    # configs/smoke.py sizes on CPU, under a minute
+  python -m bench.train_throughput            # full sweep (accelerator), ~4-5 min on an H100
+  python -m bench.train_throughput --quick    # configs/smoke.py sizes on CPU, under a minute
 """
 
 import argparse
 import dataclasses
-import os
 import statistics
-import sys
 import threading
 import time
 import traceback
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-order
-import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-order
-import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-order
-
-from vitgan_jax import sharding, train  # pylint: disable=g-import-not-at-top
+from bench import common
+from vitgan_jax import sharding, train
+from vitgan_jax.gan import GAN
 
 # name -> (config file, overrides). Every variant is the paper's step with one change at most.
 VARIANTS = {
@@ -96,13 +93,10 @@ class Variant:
 
   def __init__(self, name, mesh):
     config = common.load_config(*VARIANTS[name])
-    generator, discriminator = train.create_models(config)
-    g_tx, d_tx = train.create_optimizers(config)
+    gan = GAN.from_config(config)
     replicated = sharding.replicated(mesh)
-    init = jax.jit(lambda rng: train.create_train_state(config, rng, generator, discriminator,
-                                                        g_tx, d_tx), out_shardings=replicated)
     start = time.perf_counter()
-    self.state = jax.block_until_ready(init(jax.random.PRNGKey(config.training.seed)))
+    self.state = jax.block_until_ready(gan.init_on(mesh, config.training.seed))
     self.init_seconds = time.perf_counter() - start
     # The step donates its state: each point trains a fresh copy of the same initial state.
     self.copy = jax.jit(lambda s: jax.tree.map(jnp.copy, s), out_shardings=replicated)
@@ -168,10 +162,8 @@ class CompilePool:
 def lower_point(point, variant, batch, mesh):
   """Traces and lowers the jitted step for this point (main thread: tracing holds the GIL)."""
   config = point_config(point)
-  generator, discriminator = train.create_models(config)
-  g_tx, d_tx = train.create_optimizers(config)
   point.step = train.jit_train_step(
-      train.make_train_step(config, generator, discriminator, g_tx, d_tx, mesh), mesh)
+      train.make_train_step(config, GAN.from_config(config), mesh), mesh)
   start = time.perf_counter()
   with common.attention_implementation(point.attention_impl):
     lowered = point.step.lower(variant.state, batch)

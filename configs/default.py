@@ -69,6 +69,7 @@ def get_config():
   config.data.split = 'train'
   config.data.data_dir = ''     # TFDS data_dir (may be gs://); '' = TFDS default
   config.data.path = ''         # folder or .npz path
+  config.data.if_missing = 'error'  # path absent when training starts: 'error' | 'random' (noise)
   config.data.flip = True       # random horizontal flip
   config.data.shuffle_buffer = 50_000
   config.data.resize_mode = 'center_crop'  # how non-square / wrong-size images are fitted

@@ -7,8 +7,9 @@ import os
 
 from configs import default as default_lib
 
-_NPZ = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'data',
-                    'cifar100_classes0-9_1834.npz')
+# The shared sample data beside the repo (a path only: nothing is looked up at import).
+_NPZ = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..',
+                                     'shared', 'data', 'cifar100_classes0-9_1834.npz'))
 
 
 def get_config():
@@ -25,12 +26,11 @@ def get_config():
   config.model.generator.mapping_layers = 2
   config.model.generator.fourier_dim = 32
   config.model.generator.inr_hidden = 32
-  # The shared sample data when present; otherwise fixed noise images (a plumbing check only).
-  if os.path.exists(_NPZ):
-    config.data.source = 'npz'
-    config.data.path = os.path.abspath(_NPZ)
-  else:
-    config.data.source = 'random'
+  # The shared sample data when present when training starts; otherwise fixed noise images (a
+  # plumbing check only; input_pipeline.Data decides).
+  config.data.source = 'npz'
+  config.data.path = _NPZ
+  config.data.if_missing = 'random'
   config.training.batch_size = 16
   # bCR off at this scale: at the paper's lambda 10 (and at 1) it left a small ViT D blind within
   # a few hundred steps (README 'Training health'); DiffAugment stays on.

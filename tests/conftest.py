@@ -1,4 +1,4 @@
-"""Test setup: repo root importable (for `configs`), paths to shared data."""
+"""Test setup: the repo root importable (for `configs` and `tests.helpers`)."""
 
 import os
 import sys
@@ -8,6 +8,3 @@ if REPO_ROOT not in sys.path:
   sys.path.insert(0, REPO_ROOT)
 
 import vitgan_jax  # noqa: E402,F401  # before any jax backend starts: quiet libtpu (tpu_env)
-
-SHARED_DATA = os.path.join(REPO_ROOT, '..', 'shared', 'data')
-CIFAR_SUBSET_NPZ = os.path.join(SHARED_DATA, 'cifar100_classes0-9_1834.npz')

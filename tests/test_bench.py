@@ -14,10 +14,9 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import CIFAR_SUBSET_NPZ, REPO_ROOT
+from tests.helpers import REPO_ROOT
 
-sys.path.insert(0, REPO_ROOT)
-from bench import common, make_table, merge_results, pack_inception  # pylint: disable=g-import-not-at-top,wrong-import-position
+from bench import common, make_table, merge_results, pack_inception
 
 
 @pytest.fixture(scope='module')
@@ -30,7 +29,7 @@ def bench_env(tmp_path_factory):
 
 
 def run_bench(script, args, env, out):
-  proc = subprocess.run([sys.executable, os.path.join(REPO_ROOT, 'bench', script), '--quick',
+  proc = subprocess.run([sys.executable, '-m', f'bench.{script}', '--quick',
                          '--out', str(out), *args], cwd=REPO_ROOT, env=env,
                         capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -50,7 +49,7 @@ def check_header(result, benchmark):
 @pytest.fixture(scope='module')
 def throughput(bench_env, tmp_path_factory):
   out = tmp_path_factory.mktemp('bench') / 'train_throughput.json'
-  return run_bench('train_throughput.py', ['--batch_sizes', '16', '--steps', '2',
+  return run_bench('train_throughput', ['--batch_sizes', '16', '--steps', '2',
                                            '--repeats', '2', '--warmup', '1'], bench_env, out)
 
 
@@ -74,7 +73,7 @@ def test_train_throughput_quick(throughput):
 
 
 def test_fid_speed_quick(bench_env, tmp_path):
-  result = run_bench('fid_speed.py', ['--inception_weights', 'tiny', '--num_samples', '48',
+  result = run_bench('fid_speed', ['--inception_weights', 'tiny', '--num_samples', '48',
                                       '--batch_size', '16', '--inception_images', '32',
                                       '--reference_images', '64'], bench_env,
                      tmp_path / 'fid.json')
@@ -92,25 +91,19 @@ def test_fid_speed_quick(bench_env, tmp_path):
   assert e2e['fid_eig'] == pytest.approx(e2e['fid_sqrtm'], rel=1e-3)
 
 
-@pytest.mark.skipif(not os.path.exists(CIFAR_SUBSET_NPZ), reason='shared CIFAR subset absent')
-def test_quality_run_quick(bench_env, tmp_path, throughput):
-  del throughput  # runs first: the train step is then in the compilation cache
-  out = tmp_path / 'quality.json'
-  result = run_bench('quality_run.py', ['--inception_weights', 'tiny', '--minutes', '0.25',
-                                        '--eval_every_s', '5', '--fid_samples', '32',
-                                        '--fid_batch_size', '16', '--data', CIFAR_SUBSET_NPZ],
-                     bench_env, out)
-  check_header(result, 'quality_run')
-  assert 'plumbing' in result['settings']['meaning']
-  curve = result['curve']
-  assert len(curve) >= 2 and curve[0]['step'] == 0 and curve[-1]['step'] == result['steps']
-  assert result['steps'] > 0 and result['stop_reason'] == 'time budget'
-  for point in curve:
-    assert point['images_seen'] == point['step'] * 16
-    assert math.isfinite(point['fid'])
-  assert [p['step'] for p in curve] == sorted(p['step'] for p in curve)
-  assert os.path.exists(tmp_path / result['samples_png'])
-  # make_table renders the merged run, labelled as CPU.
+def test_learning_curve_part_merges_and_renders(throughput, tmp_path):
+  """run_all.sh's third part is bench/learning_curve.py (the library's trainer); its JSON merges
+  with the others and make_table renders each row's FID curve, labelled as CPU."""
+  part = {**{k: throughput[k] for k in merge_results.SHARED_KEYS}, 'benchmark': 'learning_curve',
+          'settings': {'config': 'configs/smoke.py', 'fid_samples': 32,
+                       'fid_reference': 'all 24 images', 'meaning': 'a plumbing check'},
+          'rows': [{'row': 'vitgan', 'config': {'training': {'batch_size': 16}},
+                    'curve': [{'step': 0, 'images_seen': 0, 'train_seconds': 0.0, 'fid': 9.0},
+                              {'step': 50, 'images_seen': 800, 'train_seconds': 30.0,
+                               'fid': 7.5}],
+                    'summary': {'images_seen': 800, 'train_seconds': 30.0}}]}
+  out = tmp_path / 'learning_curve.json'
+  common.write_json(part, str(out))
   merged_path = tmp_path / 'merged.json'
   merge_results.main([str(out), '--out', str(merged_path)])
   with open(merged_path) as f:
@@ -118,6 +111,7 @@ def test_quality_run_quick(bench_env, tmp_path, throughput):
   assert merged['label'].startswith('CPU results')
   text = make_table.render(merged)
   assert '**CPU results**' in text and '| training min | images seen | FID |' in text
+  assert '| 0.5 | 800 | 7.50 |' in text and 'row vitgan (configs/smoke.py, batch 16' in text
 
 
 def test_make_table_throughput_rows(throughput, tmp_path):
@@ -130,7 +124,7 @@ def test_make_table_throughput_rows(throughput, tmp_path):
 def test_no_tensorflow_or_clu_on_the_benchmark_path():
   code = ("import sys\n"
           "for m in ('tensorflow', 'tensorflow_datasets', 'clu'): sys.modules[m] = None\n"
-          "import bench.train_throughput, bench.fid_speed, bench.quality_run\n"
+          "import bench.train_throughput, bench.fid_speed, bench.learning_curve\n"
           "import bench.pack_inception, bench.profile_step, bench.make_table\n")
   proc = subprocess.run([sys.executable, '-c', code], cwd=REPO_ROOT, capture_output=True,
                         text=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS='cpu'))

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from configs import default
-from vitgan_jax import checkpoint, errors
+from vitgan_jax import checkpoint, errors, run_record
 
 
 # Orbax leaves the coroutines of a failed read to the garbage collector: harmless, noisy.
@@ -176,7 +176,7 @@ def test_every_checkpoint_unreadable_is_an_error(tmp_path):
 
 def test_other_model_is_refused_naming_config_keys(tmp_path):
   saved_config = default.get_config()
-  checkpoint.write_run_config(str(tmp_path), saved_config)
+  run_record.write(str(tmp_path), saved_config)
   _save_steps(tmp_path, [1, 2])
   config = default.get_config()
   config.model.generator.width = 512
@@ -203,28 +203,28 @@ def test_shape_differences_lists_missing_extra_and_changed():
 
 def test_config_differences_classified():
   config = default.get_config()
-  record = {'config': checkpoint.config_as_dict(config)}
+  record = {'config': run_record.config_as_dict(config)}
   config.training.num_steps = 10
   config.logging.every_steps = 5
   config.eval.every_steps = 100
   config.optimizer.g.lr = 0.001
-  differences = checkpoint.config_differences(record, config)
+  differences = run_record.config_differences(record, config)
   assert [k for k, _, _ in differences] == ['eval.every_steps', 'logging.every_steps',
                                             'optimizer.g.lr', 'training.num_steps']
-  assert [checkpoint.is_harmless(k) for k, _, _ in differences] == [True, True, False, True]
-  assert checkpoint.describe_differences(differences[2:]) == (
+  assert [run_record.is_harmless(k) for k, _, _ in differences] == [True, True, False, True]
+  assert run_record.describe_differences(differences[2:]) == (
       'optimizer.g.lr 0.002 -> 0.001, training.num_steps 500000 -> 10')
-  assert checkpoint.config_differences(None, config) == []
+  assert run_record.config_differences(None, config) == []
 
 
 def test_write_run_config_records_config_revision_and_resumes(tmp_path):
   config = default.get_config()
-  checkpoint.write_run_config(str(tmp_path), config)
+  run_record.write(str(tmp_path), config)
   config.training.num_steps = 7
-  differences = checkpoint.config_differences(checkpoint.read_run_config(str(tmp_path)), config)
-  checkpoint.write_run_config(str(tmp_path), config, resumed_at=3, differences=differences)
+  differences = run_record.config_differences(run_record.read(str(tmp_path)), config)
+  run_record.write(str(tmp_path), config, resumed_at=3, differences=differences)
   record = json.loads((tmp_path / 'config.json').read_text())
-  assert record['config'] == checkpoint.config_as_dict(config)
+  assert record['config'] == run_record.config_as_dict(config)
   assert record['config']['training']['num_steps'] == 7
   assert 'git_revision' in record and record['device_count'] == jax.device_count()
   assert record['resumes'] == [{'step': 3, 'git_revision': record['resumes'][0]['git_revision'],

@@ -9,7 +9,8 @@ import sys
 import numpy as np
 from PIL import Image
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import REPO_ROOT
+
 
 
 def _command():

@@ -7,18 +7,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import smoke
-from vitgan_jax import health, train
+from vitgan_jax import health
+from vitgan_jax.gan import GAN
 from vitgan_jax.models import layers
 
 
 def _tiny_models():
   config = smoke.get_config()
   config.model.discriminator.qk_init_scale = 1.0  # attention far from uniform: a real test
-  generator, discriminator = train.create_models(config)
-  g_tx, d_tx = train.create_optimizers(config)
-  state = train.create_train_state(config, jax.random.PRNGKey(0), generator, discriminator,
-                                   g_tx, d_tx)
-  return config, generator, discriminator, state
+  gan = GAN.from_config(config)
+  return config, gan.generator, gan.discriminator, gan.init(jax.random.PRNGKey(0))
 
 
 def _softmax(x):
@@ -125,8 +123,8 @@ def test_summary_reduces_per_layer_values():
 
 
 def test_progress_line_shows_the_health_numbers():
-  from vitgan_jax import loop  # pylint: disable=g-import-not-at-top
-  line = loop.progress_line(250, 1000, {
+  from vitgan_jax import trainer  # pylint: disable=g-import-not-at-top
+  line = trainer.progress_line(250, 1000, {
       'd_loss': 1.2, 'g_loss': 0.9, 'd_real': 0.4, 'd_fake': -0.5, 'health/d_gap': 0.9,
       'health/d_sensitivity': 1.25, 'bcr_real': 1e-3, 'bcr_fake': 2e-3, 'd_grad_norm': 0.5,
       'g_grad_norm': 0.25, 'images_per_sec': 40.0})

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from configs import default
+from tests.helpers import CIFAR_SUBSET_NPZ, REPO_ROOT
 from vitgan_jax import input_pipeline
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-SHARED_NPZ = REPO_ROOT.parent / 'shared' / 'data' / 'cifar100_classes0-9_1834.npz'
+SHARED_NPZ = pathlib.Path(CIFAR_SUBSET_NPZ)
 
 
 def _config(source='arrays', image_size=8, channels=3, flip=True, **data):

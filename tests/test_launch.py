@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 TPU_VM = os.path.join(REPO_ROOT, 'launch', 'tpu_vm.sh')
 WORKER = os.path.join(REPO_ROOT, 'launch', 'tpu_train_worker.sh')

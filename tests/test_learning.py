@@ -10,8 +10,9 @@ import jax
 import numpy as np
 
 from configs import smoke
-from tests.conftest import CIFAR_SUBSET_NPZ
+from tests.helpers import CIFAR_SUBSET_NPZ
 from vitgan_jax import health, input_pipeline, sharding, train
+from vitgan_jax.gan import GAN
 
 STEPS = 400
 # Floors, from runs of this test's setup (README 'Training health'): at step 400 the fixed
@@ -46,17 +47,14 @@ def _config_and_data():
 
 def _train_and_measure(config, arrays):
   mesh = sharding.create_mesh(jax.devices()[:1])
-  generator, discriminator = train.create_models(config)
-  g_tx, d_tx = train.create_optimizers(config)
-  state = train.create_train_state(config, jax.random.PRNGKey(config.training.seed), generator,
-                                   discriminator, g_tx, d_tx)
-  step = train.jit_train_step(
-      train.make_train_step(config, generator, discriminator, g_tx, d_tx, mesh), mesh)
+  gan = GAN.from_config(config)
+  state = gan.init(jax.random.PRNGKey(config.training.seed))
+  step = train.jit_train_step(train.make_train_step(config, gan, mesh), mesh)
   data = input_pipeline.create_dataset(config, batch_size=config.training.batch_size,
                                        seed=0, arrays=arrays)
   for _ in range(STEPS):
     state, _ = step(state, sharding.global_batch(next(data), mesh))
-  health_fn = health.make_health_fn(generator, discriminator, config.model.generator.latent_dim,
+  health_fn = health.make_health_fn(gan.generator, gan.discriminator, gan.latent_dim,
                                     num_examples=64)
   images = np.concatenate([next(data)['image'] for _ in range(4)])
   return {k: float(v) for k, v in health_fn(state, images, jax.random.PRNGKey(1)).items()}

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 NUM_STEPS = 4
 NUM_IMAGES = 64
@@ -132,15 +132,18 @@ def test_only_process_zero_writes_events_and_samples(runs):
 
 
 def test_shared_checkpoint_restores_the_sampled_state(runs):
-  from vitgan_jax import checkpoint, loop, sample, train  # pylint: disable=g-import-not-at-top
+  from vitgan_jax import images as images_lib  # pylint: disable=g-import-not-at-top
+  from vitgan_jax import inference, trainer  # pylint: disable=g-import-not-at-top
+  from vitgan_jax.gan import GAN  # pylint: disable=g-import-not-at-top
   config = _smoke_config(runs['data_path'])
   shared = runs['shared']
   assert sorted(os.listdir(shared / 'checkpoints')) == [str(NUM_STEPS)]
 
-  state, generator = checkpoint.restore_for_inference(config, str(shared))
+  gan = GAN.from_config(config)
+  state = inference.restore_state(gan, str(shared))
   assert int(state.step) == NUM_STEPS
-  images = train.sample_fn(generator)(state, loop._fixed_latents(config))  # pylint: disable=protected-access
-  grid = sample.image_grid(sample.to_uint8(jax.device_get(images)), config.logging.sample_grid)
+  images = gan.sampler()(state, trainer.fixed_latents(config, gan))
+  grid = images_lib.image_grid(np.asarray(jax.device_get(images)), config.logging.sample_grid)
   written = np.asarray(Image.open(shared / 'samples' / f'step_{NUM_STEPS:08d}.png'))
   difference = np.abs(grid.astype(np.int16) - written.astype(np.int16))
   assert difference.max() <= 1  # same params; only float rounding at .5 may differ

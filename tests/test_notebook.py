@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 nbformat = pytest.importorskip('nbformat', reason='nbformat is a test extra: pip install -e .[test]')
 

@@ -1,4 +1,4 @@
-"""Faults and bad input in the training loop (vitgan_jax/loop.py, main.py): each one survived or
+"""Faults and bad input in the training loop (vitgan_jax/trainer.py, main.py): each one survived or
 reported in one line, with nothing overwritten.
 
 Resume is checked bit for bit against an uninterrupted run (1 and 8 CPU devices), SIGTERM
@@ -28,56 +28,25 @@ import jax
 import numpy as np
 import pytest
 
-from configs import smoke
-from vitgan_jax import checkpoint, errors, loop, main, train
+from tests.helpers import REPO_ROOT, TESTS_DIR, RecordingWriter, cli_overrides
+from tests.helpers import tiny_run_config as tiny_config
+from vitgan_jax import checkpoint, errors, input_pipeline, main, trainer
+from vitgan_jax.gan import GAN
 
 # Orbax leaves the coroutines of a failed read to the garbage collector: harmless, noisy.
 pytestmark = pytest.mark.filterwarnings('ignore::pytest.PytestUnraisableExceptionWarning')
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-TESTS_DIR = pathlib.Path(__file__).resolve().parent
 COMPILE_CACHE = os.environ.get(
     'VITGAN_TEST_COMPILE_CACHE',
     os.path.join(tempfile.gettempdir(), 'vitgan_jax_test_compile_cache'))
 SUBPROCESS_TIMEOUT_S = 600
-# configs/smoke.py shrunk to a 16x16 ViTGAN of width 16; bCR off and one augmentation keep the
-# traced step small. Logs every step, so every step's losses are compared; saves every 3.
-TINY = {
-    'model.image_size': 16,
-    'model.generator.width': 16, 'model.generator.mlp_dim': 32,
-    'model.generator.latent_dim': 16, 'model.generator.fourier_dim': 16,
-    'model.generator.inr_hidden': 16,
-    'model.discriminator.width': 16, 'model.discriminator.mlp_dim': 32,
-    'augment.policy': 'translation', 'loss.bcr_real': 0.0, 'loss.bcr_fake': 0.0,
-    'training.batch_size': 8, 'training.num_steps': 6,
-    'logging.every_steps': 1, 'logging.sample_every_steps': 0,
-    'checkpoint.every_steps': 3, 'checkpoint.keep': 3, 'eval.every_steps': 0,
-}
 # Config parts that never reach the jitted step (see share_jitted_steps).
 LOOP_ONLY_CONFIG = ('logging', 'eval', 'checkpoint', 'data')
 # Cheap CPU code generation: compiling for 8 devices dominates that subprocess.
 FAST_COMPILE_XLA_FLAGS = ('--xla_backend_optimization_level=0 '
                           '--xla_llvm_disable_expensive_passes=true')
-TIMING_METRICS = ('images_per_sec', 'steps_per_sec', 'uptime', 'train_seconds', 'health/seconds')
 FIDS = {2: 5.0, 4: 3.0, 6: 4.0}  # what the fake evaluator reports at each step
 EVAL_METRICS = ('fid', 'inception_score')
-
-
-def tiny_config(**changes):
-  """The TINY config on 'arrays' data; `changes` maps dotted keys ('training.num_steps') to values."""
-  config = smoke.get_config()
-  config.data.source = 'arrays'
-  for key, value in {**TINY, **changes}.items():
-    *parents, name = key.split('.')
-    node = config
-    for parent in parents:
-      node = node[parent]
-    node[name] = value
-  return config
-
-
-def cli_overrides(**changes):
-  return [f'--config.{k}={v}' for k, v in {**TINY, **changes}.items()]
 
 
 def images(num_images=40, size=16, channels=3):
@@ -107,18 +76,18 @@ def share_jitted_steps(patch):
 
   Tracing the step costs more than these few steps; the loop itself runs unchanged.
   """
-  build, built = loop._build, {}  # pylint: disable=protected-access
+  build, built = trainer._build, {}  # pylint: disable=protected-access
 
-  def shared_build(config, mesh):
+  def shared_build(config, gan, mesh):
     parts = {k: v for k, v in config.to_dict().items() if k not in LOOP_ONLY_CONFIG}
     parts['training'] = {k: v for k, v in parts['training'].items()
                          if k not in ('num_steps', 'debug_poison_step')}
     key = (json.dumps(parts, sort_keys=True, default=str), tuple(d.id for d in mesh.devices.flat))
     if key not in built:
-      built[key] = build(config, mesh)
+      built[key] = build(config, gan, mesh)
     return built[key]
 
-  patch.setattr(loop, '_build', shared_build)
+  patch.setattr(trainer, '_build', shared_build)
 
 
 def subprocess_env(**extra):
@@ -127,37 +96,13 @@ def subprocess_env(**extra):
               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0', **extra)
 
 
-class RecordingWriter:
-  """Stands in for clu's writers: keeps every scalar by step."""
-
-  def __init__(self):
-    self.scalars = {}
-
-  def write_scalars(self, step, scalars):
-    self.scalars.setdefault(int(step), {}).update({k: float(v) for k, v in scalars.items()})
-
-  def write_images(self, step, images_by_name):
-    pass
-
-  def write_hparams(self, hparams):
-    pass
-
-  def flush(self):
-    pass
-
-  def losses(self):
-    """{step: {metric: value}} without timing metrics."""
-    return {step: {k: v for k, v in values.items() if k not in (*TIMING_METRICS, *EVAL_METRICS)}
-            for step, values in self.scalars.items()}
-
-
 def run(config, workdir, arrays=None, writer=None):
-  """loop.run with stdout captured: (state as numpy state dict, writer, stdout)."""
+  """train_and_evaluate with stdout captured: (state as numpy state dict, writer, stdout)."""
   writer = writer or RecordingWriter()
   out = io.StringIO()
+  data = input_pipeline.Data(config, images() if arrays is None else arrays)
   with contextlib.redirect_stdout(out):
-    state = loop.run(config, str(workdir), arrays=images() if arrays is None else arrays,
-                     writer=writer)
+    state = trainer.train_and_evaluate(config, str(workdir), data=data, writer=writer)
   return jax.device_get(flax.serialization.to_state_dict(state)), writer, out.getvalue()
 
 
@@ -175,9 +120,7 @@ def snapshot(root):
 
 
 def restore_latest(config, workdir):
-  generator, discriminator = train.create_models(config)
-  g_tx, d_tx = train.create_optimizers(config)
-  template = checkpoint.template_state(config, generator, discriminator, g_tx, d_tx)
+  template = GAN.from_config(config).abstract_state()
   ckpt = checkpoint.Checkpointer(str(workdir))
   state, step, unreadable = ckpt.restore_latest(template, config)
   ckpt.close()
@@ -188,7 +131,7 @@ def fake_train_eval(calls):
   """Stand-in for vitgan_jax.evaluation.train_eval: FIDS by step, recording each call."""
   module = types.ModuleType('vitgan_jax.evaluation.train_eval')
 
-  def make_evaluator(config, generator, mesh, **unused):  # pylint: disable=unused-argument
+  def make_evaluator(config, gan, mesh, **unused):  # pylint: disable=unused-argument
     def evaluator(state):
       step = int(state.step)
       calls.append((step, jax.device_get(flax.serialization.to_state_dict(state))))
@@ -205,13 +148,11 @@ def runs(tmp_path_factory):
   undo_cache = enable_compile_cache()
   root = tmp_path_factory.mktemp('runs')
   r = types.SimpleNamespace(root=root, eval_calls=[])
-  import vitgan_jax.evaluation  # pylint: disable=g-import-not-at-top
   with pytest.MonkeyPatch.context() as patch:
     share_jitted_steps(patch)
     with pytest.MonkeyPatch.context() as eval_patch:
       module = fake_train_eval(r.eval_calls)
-      eval_patch.setitem(sys.modules, module.__name__, module)
-      eval_patch.setattr(vitgan_jax.evaluation, 'train_eval', module, raising=False)
+      eval_patch.setattr(trainer, 'train_eval', module)
       r.straight, r.straight_writer, _ = run(tiny_config(**{'eval.every_steps': 2}),
                                              root / 'straight')
     r.first, r.first_writer, _ = run(tiny_config(**{'training.num_steps': 3}),
@@ -251,9 +192,7 @@ def test_fid_hook_logs_scalars_and_keeps_best(runs):
   workdir = runs.root / 'straight'
   assert os.listdir(workdir / 'checkpoints_best') == ['4']  # FID 3.0 beat 5.0; 4.0 did not
   config = tiny_config()
-  generator, discriminator = train.create_models(config)
-  template = checkpoint.template_state(config, generator, discriminator,
-                                       *train.create_optimizers(config))
+  template = GAN.from_config(config).abstract_state()
   ckpt = checkpoint.Checkpointer(str(workdir))
   assert ckpt.best_fid() == 3.0 and ckpt.all_steps() == [3, 6]
   best = ckpt.restore(template, best=True)
@@ -358,7 +297,8 @@ def test_main_reports_known_errors_in_one_line(capsys):
 def test_unknown_config_key_on_the_command_line(tmp_path):
   workdir = tmp_path / 'run'
   result = subprocess.run(
-      [sys.executable, '-m', 'vitgan_jax.main', '--config', str(REPO_ROOT / 'configs/smoke.py'),
+      [sys.executable, '-m', 'vitgan_jax.main',
+       '--config', os.path.join(REPO_ROOT, 'configs', 'smoke.py'),
        f'--workdir={workdir}', '--config.training.num_step=5'],
       cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=120)
   assert result.returncode == 1
@@ -374,7 +314,7 @@ def test_sigterm_saves_a_resumable_checkpoint_and_exits_zero(runs, tmp_path):  #
   np.savez(npz, x=images())
   workdir, log_path = tmp_path / 'run', tmp_path / 'run.log'
   command = [sys.executable, '-m', 'vitgan_jax.main',
-             '--config', str(REPO_ROOT / 'configs/smoke.py'), f'--workdir={workdir}',
+             '--config', os.path.join(REPO_ROOT, 'configs', 'smoke.py'), f'--workdir={workdir}',
              *cli_overrides(**{'training.num_steps': 100_000, 'checkpoint.every_steps': 2,
                                'logging.every_steps': 1000}),
              '--config.data.source=npz', f'--config.data.path={npz}']
@@ -415,9 +355,7 @@ def eight_device_runs(root):
   straight, straight_writer, _ = run(tiny_config(), root / 'straight')
   first, first_writer, _ = run(tiny_config(**{'training.num_steps': 3}), root / 'interrupted')
   config = tiny_config()
-  generator, discriminator = train.create_models(config)
-  template = checkpoint.template_state(config, generator, discriminator,
-                                       *train.create_optimizers(config))
+  template = GAN.from_config(config).abstract_state()
   ckpt = checkpoint.Checkpointer(str(root / 'interrupted'))
   restored = ckpt.restore(template)
   ckpt.close()
@@ -504,9 +442,9 @@ def test_empty_npz_is_refused_before_anything_is_written(tmp_path, arrays, messa
 
 
 def test_zero_samples_is_refused_before_restoring(tmp_path):
-  from vitgan_jax import sample  # pylint: disable=g-import-not-at-top
+  from vitgan_jax import inference  # pylint: disable=g-import-not-at-top
   with pytest.raises(errors.ConfigError, match=r'^--num_samples 0: need at least 1 sample$'):
-    sample.generate(tiny_config(), str(tmp_path / 'nothing'), 0)
+    inference.sample_mode(tiny_config(), str(tmp_path / 'nothing'), num_samples=0)
   assert not (tmp_path / 'nothing').exists()
 
 

@@ -10,35 +10,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import smoke
+from tests.helpers import REPO_ROOT
+from tests.helpers import tiny_step_config as tiny_config
 from vitgan_jax import sharding, train
+from vitgan_jax.gan import GAN
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def tiny_config(batch_size=8):
-  config = smoke.get_config()
-  config.data.source = 'arrays'
-  config.training.batch_size = batch_size
-  for part in (config.model.generator, config.model.discriminator):
-    part.width, part.mlp_dim, part.num_heads, part.depth = 16, 32, 2, 1
-  g = config.model.generator
-  g.latent_dim, g.fourier_dim, g.inr_hidden, g.mapping_layers = 8, 16, 16, 1
-  # One augmentation, no bCR: a smaller step to compile. Tests of those terms switch them on.
-  config.augment.policy, config.loss.bcr_real, config.loss.bcr_fake = 'translation', 0.0, 0.0
-  return config
 
 
 def build(config, mesh=None):
   mesh = mesh or sharding.create_mesh(jax.devices()[:1])
-  generator, discriminator = train.create_models(config)
-  g_tx, d_tx = train.create_optimizers(config)
-  state = train.create_train_state(config, jax.random.PRNGKey(config.training.seed),
-                                   generator, discriminator, g_tx, d_tx)
-  step = train.jit_train_step(
-      train.make_train_step(config, generator, discriminator, g_tx, d_tx, mesh), mesh,
-      donate=False)
-  return generator, state, step
+  gan = GAN.from_config(config)
+  state = gan.init(jax.random.PRNGKey(config.training.seed))
+  step = train.jit_train_step(train.make_train_step(config, gan, mesh), mesh, donate=False)
+  return gan, state, step
 
 
 def test_ema_equals_hand_computed_after_three_steps():
@@ -80,12 +64,12 @@ def test_gan_learns_a_toy_distribution():
   # Two saturated colours: a tanh output reaches them in 100 steps (measured 1.21 -> 0.73); the
   # default linear output starts at std 1.5 and needs longer (2.37 -> 2.18).
   config.model.generator.output_activation = 'tanh'
-  generator, state, step = build(config)
+  gan, state, step = build(config)
   colours = np.array([[1.0, -1.0, -1.0], [-1.0, -1.0, 1.0]], np.float32)  # red, blue
   data = np.broadcast_to(colours[:, None, None, :], (2, 32, 32, 3))
   batch = {'image': jnp.asarray(np.concatenate([data] * 8))}
-  sample = train.sample_fn(generator)
-  z = jax.random.normal(jax.random.PRNGKey(7), (32, config.model.generator.latent_dim))
+  sample = jax.jit(gan.generate)
+  z = gan.latents(jax.random.PRNGKey(7), 32)
   before = _distance_to_data(np.asarray(sample(state, z)), data)
   for _ in range(100):
     state, metrics = step(state, batch)
@@ -111,21 +95,21 @@ def test_metrics_have_every_logged_quantity():
 def test_bad_training_config_is_refused():
   config = tiny_config()
   config.augment.policy = 'translation,blur'
-  generator, discriminator = train.create_models(config)
-  g_tx, d_tx = train.create_optimizers(config)
+  gan = GAN.from_config(config)
   with pytest.raises(ValueError, match='blur'):
-    train.make_train_step(config, generator, discriminator, g_tx, d_tx)
+    train.make_train_step(config, gan)
   config = tiny_config()
   config.loss.kind = 'hinge'
   with pytest.raises(ValueError, match='loss.kind'):
-    train.make_train_step(config, generator, discriminator, g_tx, d_tx)
+    train.make_train_step(config, gan)
 
 
 EIGHT_DEVICES = textwrap.dedent('''
     import jax, numpy as np, sys
     sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
     assert jax.device_count() == 8
-    from test_train import build, tiny_config
+    from test_train import build
+    from tests.helpers import tiny_step_config as tiny_config
     from vitgan_jax import sharding
     config = tiny_config(batch_size=16)
     # Adam's first updates are lr * sign(g): a gradient that is ~0 flips with the order of a
@@ -176,7 +160,8 @@ def test_transgan_super_resolution_loss_is_the_mse_of_the_upsampled_real_batch()
   d.width, d.depth, d.num_heads = 16, 1, 2
   config.loss.sr_weight = 50.0
   config.augment.policy = 'translation'  # a smaller step to compile
-  generator, state, step = build(config)
+  gan, state, step = build(config)
+  generator = gan.generator
   real = jax.random.uniform(jax.random.PRNGKey(3), (4, 32, 32, 3), minval=-1)
   _, metrics = step(state, {'image': real})
   low_res = np.asarray(real).reshape(4, 8, 4, 8, 4, 3).mean(axis=(2, 4))  # 4x4 block means
@@ -186,9 +171,8 @@ def test_transgan_super_resolution_loss_is_the_mse_of_the_upsampled_real_batch()
   assert float(metrics['g_loss']) == pytest.approx(
       float(metrics['g_adv_loss']) + 50 * expected, rel=1e-5)
   config.model.generator.super_resolution = False
-  generator, discriminator = train.create_models(config)
   with pytest.raises(ValueError, match='loss.sr_weight=50.0 needs'):
-    train.make_train_step(config, generator, discriminator, *train.create_optimizers(config))
+    train.make_train_step(config, GAN.from_config(config))
 
 
 def test_nonfinite_step_keeps_the_whole_state():

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from tests.test_reliability import REPO_ROOT, cli_overrides, subprocess_env
+from tests.helpers import REPO_ROOT, cli_overrides
+from tests.test_reliability import subprocess_env
 from vitgan_jax import errors, workdir
 
 HOLDER_RE = (r'host \S+, pid \d+, since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC')
@@ -84,7 +85,7 @@ def test_second_run_on_a_workdir_is_refused_and_sigterm_releases(tmp_path):
   """Two real processes; then SIGTERM to a resumed run before its first step ends: exit 0."""
   run_dir, lock = tmp_path / 'run', tmp_path / 'run' / workdir.LOCK_FILE
   command = [sys.executable, '-m', 'vitgan_jax.main', '--config',
-             str(REPO_ROOT / 'configs/smoke.py'), f'--workdir={run_dir}',
+             os.path.join(REPO_ROOT, 'configs', 'smoke.py'), f'--workdir={run_dir}',
              *cli_overrides(**{'training.num_steps': 100_000, 'checkpoint.every_steps': 2,
                                'logging.every_steps': 1000}), '--config.data.source=random']
   first_log = tmp_path / 'first.log'

@@ -4,7 +4,7 @@ Layout of a workdir (local or gs://):
   checkpoints/<step>/         the last `checkpoint.keep` states (Orbax, async, atomic)
   checkpoints_best/<step>/    the state with the lowest FID so far
   checkpoints_unreadable/     corrupt checkpoints moved aside after a fallback
-  config.json                 the config, git revision and the config changes of each resume
+(config.json beside them is the run record: run_record.py.)
 
 A checkpoint is the whole TrainState (params, EMA, optimizer and spectral-norm states, rng,
 step) as its flax state dict. It holds no input-pipeline state because none is needed: the
@@ -16,10 +16,8 @@ multi-host runs restore in place; every process calls the same methods.
 
 import contextlib
 import gc
-import json
 import logging as pylogging
 import os
-import subprocess
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -30,17 +28,13 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
-from vitgan_jax import errors, sharding, train
+from vitgan_jax import errors, run_record, sharding
 
-CONFIG_FILE = 'config.json'
-# Config keys (or prefixes ending in '.') that change nothing a resumed run computes.
-HARMLESS_CONFIG_KEYS = ('logging.', 'eval.', 'checkpoint.', 'training.num_steps',
-                        'training.debug_poison_step')
 _MAX_LISTED = 8  # differences named in one-line messages
-_ABSENT = '<absent>'  # a key that one of two configs lacks
 
 
-def _dir(workdir: str, name: str) -> str:
+def path_in(workdir: str, name: str) -> str:
+  """workdir/name, absolute for local paths (Orbax wants them so)."""
   if workdir.startswith('gs://'):
     return workdir.rstrip('/') + '/' + name
   return os.path.abspath(os.path.join(workdir, name))
@@ -106,11 +100,11 @@ class Checkpointer:
     self.workdir = workdir
     # Naming the handler lets a fresh manager read metadata of checkpoints it did not write.
     self.latest = ocp.CheckpointManager(
-        _dir(workdir, 'checkpoints'), item_handlers=ocp.StandardCheckpointHandler(),
+        path_in(workdir, 'checkpoints'), item_handlers=ocp.StandardCheckpointHandler(),
         options=ocp.CheckpointManagerOptions(
             max_to_keep=keep, create=False, enable_async_checkpointing=async_save))
     self.best = ocp.CheckpointManager(
-        _dir(workdir, 'checkpoints_best'), item_handlers=ocp.StandardCheckpointHandler(),
+        path_in(workdir, 'checkpoints_best'), item_handlers=ocp.StandardCheckpointHandler(),
         options=ocp.CheckpointManagerOptions(
             max_to_keep=1, create=False, best_fn=lambda m: m['fid'], best_mode='min',
             enable_async_checkpointing=async_save))
@@ -189,10 +183,10 @@ class Checkpointer:
       raise ValueError(f'no metadata for step {step}')
     mismatch = shape_differences(tree, target)
     if mismatch:
-      differences = (config_differences(read_run_config(self.workdir), config)
+      differences = (run_record.config_differences(run_record.read(self.workdir), config)
                      if config is not None else [])
       raise errors.IncompatibleCheckpointError(
-          incompatible_message(self.workdir, step, differences, _listed(mismatch)))
+          run_record.incompatible_message(self.workdir, step, differences, _listed(mismatch)))
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     restored = manager.restore(step, args=ocp.args.StandardRestore(target))
     return flax.serialization.from_state_dict(template, restored)
@@ -247,7 +241,7 @@ class Checkpointer:
     Returns that folder, or None when a step could not be moved (e.g. a store that cannot
     rename folders) and was deleted instead: unreadable, it is worth nothing to a restore.
     """
-    target = epath.Path(_dir(self.workdir, 'checkpoints_unreadable'))
+    target = epath.Path(path_in(self.workdir, 'checkpoints_unreadable'))
     if steps and sharding.is_main_process():
       try:
         target.mkdir(parents=True, exist_ok=True)
@@ -285,7 +279,7 @@ def remove_partial_saves(workdir: str) -> List[str]:
   """
   removed = []
   for name in ('checkpoints', 'checkpoints_best'):
-    root = epath.Path(_dir(workdir, name))
+    root = epath.Path(path_in(workdir, name))
     if not root.is_dir():
       continue
     for pattern in ('*.orbax-checkpoint-tmp*', '*/*.orbax-checkpoint-tmp*'):
@@ -296,124 +290,3 @@ def remove_partial_saves(workdir: str) -> List[str]:
           path.unlink()
         removed.append(str(path))
   return removed
-
-
-# ----- config.json: what a workdir was trained with, checked on resume -----
-
-
-def _git_revision() -> Optional[str]:
-  try:
-    out = subprocess.run(['git', 'describe', '--always', '--dirty', '--abbrev=12'],
-                         cwd=os.path.dirname(os.path.abspath(__file__)), capture_output=True,
-                         text=True, timeout=10, check=True)
-    return out.stdout.strip() or None
-  except (OSError, subprocess.SubprocessError):
-    return None
-
-
-def _flatten(d: Dict[str, Any], prefix: str = '') -> Dict[str, Any]:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f'{prefix}{k}.'))
-    else:
-      out[f'{prefix}{k}'] = v
-  return out
-
-
-def config_as_dict(config) -> Dict[str, Any]:
-  """The config as JSON-able nested dicts (tuples become lists)."""
-  return json.loads(config.to_json_best_effort())
-
-
-def read_run_config(workdir: str) -> Optional[Dict[str, Any]]:
-  """The workdir's config.json record, or None when it has none."""
-  path = epath.Path(workdir) / CONFIG_FILE
-  if not path.exists():
-    return None
-  try:
-    return json.loads(path.read_text())
-  except ValueError as e:
-    logging.warning('Ignoring unreadable %s: %s', path, e)
-    return None
-
-
-def config_differences(saved: Optional[Dict[str, Any]], config) -> List[Tuple[str, Any, Any]]:
-  """[(key, saved value, current value)] between a config.json record and `config`."""
-  if not saved or 'config' not in saved:
-    return []
-  old, new = _flatten(saved['config']), _flatten(config_as_dict(config))
-  return [(k, old.get(k, _ABSENT), new.get(k, _ABSENT)) for k in sorted(set(old) | set(new))
-          if old.get(k, _ABSENT) != new.get(k, _ABSENT)]
-
-
-def is_harmless(key: str) -> bool:
-  return any(key == h or (h.endswith('.') and key.startswith(h)) for h in HARMLESS_CONFIG_KEYS)
-
-
-def describe_differences(differences) -> str:
-  """'training.num_steps 3 -> 6, ...' (a key absent on one side shows as <absent>)."""
-  show = lambda v: v if v == _ABSENT else json.dumps(v)  # noqa: E731
-  return ', '.join(f'{k} {show(old)} -> {show(new)}' for k, old, new in differences)
-
-
-def write_run_config(workdir: str, config, resumed_at: Optional[int] = None,
-                     differences=()) -> None:
-  """Writes config.json (main process): config, git revision, and each resume's changes."""
-  if not sharding.is_main_process():
-    return
-  path = epath.Path(workdir) / CONFIG_FILE
-  previous = read_run_config(workdir) or {}
-  history = list(previous.get('resumes', []))
-  if resumed_at is not None:
-    history.append({'step': resumed_at, 'git_revision': _git_revision(),
-                    'changed': {k: [old, new] for k, old, new in differences}})
-  record = {'config': config_as_dict(config),
-            'git_revision': previous.get('git_revision', _git_revision()),
-            'jax_version': jax.__version__, 'process_count': jax.process_count(),
-            'device_count': jax.device_count(), 'resumes': history}
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(json.dumps(record, indent=2, sort_keys=True))
-
-
-def incompatible_message(workdir: str, step: int, differences, shape_mismatch: str) -> str:
-  """One line: which config keys differ from the workdir's, and which arrays disagree."""
-  model_keys = [d for d in differences if not is_harmless(d[0])]
-  keys = (f'config keys that differ from its config.json: {describe_differences(model_keys)}'
-          if model_keys else 'no config.json to compare with')
-  return (f'--workdir {workdir} holds a checkpoint (step {step}) of a different model; '
-          f'{keys}; arrays that differ: {shape_mismatch}. Use the original config or a new '
-          f'--workdir; nothing was changed.')
-
-
-def template_state(config, generator, discriminator, g_tx, d_tx, mesh=None):
-  """TrainState of ShapeDtypeStructs (replicated on `mesh`) to restore into, without init."""
-  mesh = sharding.create_mesh() if mesh is None else mesh
-  shapes = jax.eval_shape(lambda: train.create_train_state(
-      config, jax.random.PRNGKey(0), generator, discriminator, g_tx, d_tx))
-  replicated = sharding.replicated(mesh)
-  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
-                      shapes)
-
-
-def restore_for_inference(config, workdir: str, step=None, best: bool = False):
-  """(state, generator) from a workdir's checkpoint, for sampling and evaluation.
-
-  The latest checkpoint by default, falling back past unreadable ones (with a warning).
-  """
-  generator, discriminator = train.create_models(config)
-  g_tx, d_tx = train.create_optimizers(config)
-  template = template_state(config, generator, discriminator, g_tx, d_tx)
-  ckpt = Checkpointer(workdir, async_save=False)
-  try:
-    if step is not None or best:
-      return ckpt.restore(template, step=step, best=best), generator
-    state, found, unreadable = ckpt.restore_latest(template)
-    if found is None:
-      raise errors.CheckpointError(f'no checkpoint in {ckpt.directory}; train first or check '
-                                   '--workdir')
-    for bad, why in unreadable:
-      logging.warning('Checkpoint step %d is unreadable (%s); using step %d.', bad, why, found)
-    return state, generator
-  finally:
-    ckpt.close()

@@ -9,15 +9,19 @@ conventional crop) and an antialiased bilinear resize; `load_images` does the sa
 PIL (within one grey level of tf.image.resize) for FID reference statistics.
 """
 
+import dataclasses
 import functools
+import hashlib
 import os
 import socket
 import urllib.parse
+from typing import Any, Iterator, Optional
 
 import jax
 import numpy as np
 
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
+from vitgan_jax import images as images_lib
+
 # Conventional center crops before resizing, by TFDS name prefix. CelebA-64 GAN work
 # (DCGAN-tensorflow, TTUR's FID statistics, SNGAN...) crops the central 108x108 of the
 # 178x218 aligned faces, then resizes to 64. Other datasets take the largest central square.
@@ -146,19 +150,6 @@ def _import_tf():
   return tf, tfds
 
 
-def _list_image_files(path, walk=os.walk, isdir=os.path.isdir):
-  """Sorted image files under `path`, recursively (tf.io.gfile's walk/isdir for gs://)."""
-  if not isdir(path):
-    raise FileNotFoundError(f'No such folder: {path!r} (config.data.path).')
-  files = sorted(
-      os.path.join(root, name) for root, _, names in walk(path) for name in names
-      if name.lower().endswith(IMAGE_EXTENSIONS))
-  if not files:
-    raise FileNotFoundError(f'No {"/".join(IMAGE_EXTENSIONS)} images under {path!r} '
-                            '(config.data.path).')
-  return files
-
-
 def _tf_fit_image(tf, image, *, image_size, channels, crop_size, resize_mode):
   """uint8 [h, w, c] -> float32 [image_size, image_size, channels] in [0, 255], rounded."""
   have = image.shape[-1]
@@ -227,7 +218,8 @@ def _tf_encoded_images(config, tf, tfds):
                             decoders={'image': tfds.decode.SkipDecoding()})
     feature = builder.info.features['image']
     return ds.map(lambda example: example['image']), feature.decode_example
-  files = _list_image_files(data.path, walk=tf.io.gfile.walk, isdir=tf.io.gfile.isdir)
+  files = images_lib.list_image_files(data.path, walk=tf.io.gfile.walk, isdir=tf.io.gfile.isdir,
+                                      field='config.data.path')
   channels = config.model.channels
 
   def decode(filename):
@@ -363,7 +355,7 @@ def load_images(config, *, arrays=None, max_images=None):
     images = _load_numpy_images(config, arrays)
     return images[:max_images]
   if source == 'folder':
-    files = _list_image_files(config.data.path)[:max_images]
+    files = images_lib.list_image_files(config.data.path, field='config.data.path')[:max_images]
     return np.stack([
         _pil_fit_image(path, image_size=size, channels=channels, crop_size=_crop_size(config),
                        resize_mode=config.data.resize_mode) for path in files])
@@ -379,3 +371,49 @@ def load_images(config, *, arrays=None, max_images=None):
     return np.concatenate(list(tfds.as_numpy(ds.batch(1024))))
   raise ValueError(f"Unknown data.source {source!r}; use 'tfds', 'folder', 'npz', 'arrays' "
                    "or 'random'.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+  """What a run trains on: batches from any step, the images themselves, a description.
+
+  `Data(config)` reads what config.data names; `Data(config, arrays)` serves in-memory uint8
+  NHWC images (data.source 'arrays', e.g. from a notebook or a test).
+  """
+  config: Any
+  arrays: Optional[np.ndarray] = None
+
+  def __post_init__(self):
+    # data.if_missing='random': a missing npz / folder means fixed noise images (plumbing
+    # checks, e.g. configs/smoke.py without the shared data), decided now, not at config import.
+    data = self.config.data
+    if (data.get('if_missing', 'error') == 'random' and data.source in ('npz', 'folder')
+        and not os.path.exists(data.path)):
+      config = self.config.copy_and_resolve_references()
+      config.data.source = 'random'
+      object.__setattr__(self, 'config', config)
+
+  def batches(self, *, batch_size: int, seed: int, start_step: int = 0) -> Iterator[dict]:
+    """This process's batches from `start_step` on (see `create_dataset`)."""
+    return create_dataset(self.config, batch_size=batch_size, seed=seed, start_step=start_step,
+                          arrays=self.arrays)
+
+  def images(self, max_images: Optional[int] = None) -> np.ndarray:
+    """The first `max_images` images, uint8 at model.image_size (see `load_images`)."""
+    return load_images(self.config, arrays=self.arrays, max_images=max_images)
+
+  def describe(self) -> str:
+    return describe(self.config, self.arrays)
+
+  def cache_key(self) -> str:
+    """Names the images in the FID statistics cache: the TFDS name or a hash of the path."""
+    data = self.config.data
+    if data.source == 'tfds':
+      return data.name
+    if data.source == 'random':
+      return 'random_noise'
+    if data.source in ('npz', 'folder'):
+      path = os.path.abspath(data.path)
+      digest = hashlib.sha256(path.encode()).hexdigest()[:10]
+      return f'{os.path.basename(path.rstrip("/"))}-{digest}'
+    return ''  # in-memory arrays: nothing stable to key a cache on

@@ -101,11 +101,38 @@ def unknown_key_message(config, paths) -> str:
   return f'bad --config override among {", ".join("--config." + p for p in paths)}'
 
 
+def config_file(argv):
+  """The --config file named in argv, or None."""
+  for i, arg in enumerate(argv):
+    if arg == '--config' and i + 1 < len(argv):
+      return argv[i + 1]
+    if arg.startswith('--config='):
+      return arg[len('--config='):]
+  return None
+
+
+def make_config_package_importable(path) -> None:
+  """Lets a config file import its siblings as config_flags loads it (by path).
+
+  configs/*.py import each other as the package `configs` (`from configs import default`),
+  which is not installed: the folder above the config's package goes on sys.path, as
+  `python -m` from the repo root would have it.
+  """
+  if not path:
+    return
+  folder = os.path.dirname(os.path.abspath(path))
+  while os.path.exists(os.path.join(folder, '__init__.py')):
+    folder = os.path.dirname(folder)
+  if folder not in sys.path:
+    sys.path.insert(0, folder)
+
+
 def parse_flags(argv):
   """absl's flag parsing, with one-line errors for bad flags, config files and config keys."""
   if any(arg in HELP_ARGS for arg in argv[1:]):
     print(help_text(), flush=True)
     sys.exit(0)
+  make_config_package_importable(config_file(argv))
   try:
     args = FLAGS(argv)
     getattr(FLAGS.config, 'model')  # a config file that failed to load raises on first access
@@ -173,16 +200,20 @@ def _run_mode(config, workdir, mode):
   sharding.maybe_initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
                                         FLAGS.process_id)
   import jax  # pylint: disable=g-import-not-at-top
+  from vitgan_jax.gan import GAN  # pylint: disable=g-import-not-at-top
   logging.info('JAX process %d / %d, devices: %s', jax.process_index(), jax.process_count(),
                jax.devices())
   if mode == 'train':
-    from vitgan_jax import train  # pylint: disable=g-import-not-at-top
-    train.train_and_evaluate(config, workdir)
+    from vitgan_jax import trainer  # pylint: disable=g-import-not-at-top
+    trainer.train_and_evaluate(config, workdir, GAN.from_config(config), announce=True)
   elif mode == 'sample':
-    _sample(config, workdir)
+    from vitgan_jax import inference  # pylint: disable=g-import-not-at-top
+    inference.sample_mode(config, workdir, GAN.from_config(config), num_samples=FLAGS.num_samples,
+                          seed=FLAGS.seed, out=FLAGS.out, step=FLAGS.step, best=FLAGS.best)
   else:
-    from vitgan_jax.evaluation import run_eval  # pylint: disable=g-import-not-at-top
-    run_eval.evaluate_workdir(config, workdir, step=FLAGS.step, best=FLAGS.best)
+    from vitgan_jax import inference  # pylint: disable=g-import-not-at-top
+    inference.eval_mode(config, workdir, GAN.from_config(config), step=FLAGS.step,
+                        best=FLAGS.best)
 
 
 def _compile(config):
@@ -192,26 +223,6 @@ def _compile(config):
   name = config_flags.get_config_filename(FLAGS['config'])
   report = tpu_compile.check(config, FLAGS.topology, config_name=name, say=say)
   print(tpu_compile.format_report(report), flush=True)
-
-
-def _sample(config, workdir):
-  """--mode sample: a PNG grid at --out (default workdir/samples/sample_grid.png), .npz beside."""
-  from vitgan_jax import inference, sample  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from etils import epath  # pylint: disable=g-import-not-at-top
-  seed = config.training.seed if FLAGS.seed is None else FLAGS.seed
-  gan = inference.load(workdir, config=config, step=FLAGS.step, best=FLAGS.best)
-  images = gan.generate(FLAGS.num_samples, seed=seed)
-  path = FLAGS.out or os.path.join(workdir, 'samples', 'sample_grid.png')
-  stem = path[:-len('.png')] if path.lower().endswith('.png') else path
-  png, npz = stem + '.png', (os.path.join(os.path.dirname(path), 'samples.npz')
-                              if FLAGS.out is None else stem + '.npz')
-  rows = max(int(len(images) ** 0.5), 1)
-  sample.save_png(png, sample.image_grid(images, rows))
-  with epath.Path(npz).open('wb') as f:
-    np.savez_compressed(f, x=images)
-  print(f'Wrote {len(images)} samples (step {gan.step}, seed {seed}) to {png} and {npz}',
-        flush=True)
 
 
 def run():

@@ -50,8 +50,11 @@ def data_sharded(mesh: Mesh) -> NamedSharding:
 
 
 def check_batch_size(global_batch: int, mesh: Mesh, field: str = 'training.batch_size') -> int:
-  """Per-device batch; a clear error when the global batch does not split evenly."""
+  """Per-device batch; a clear error when the global batch is < 1 or does not split evenly."""
   devices = mesh.devices.size
+  if global_batch < 1:
+    raise errors.ConfigError(f'{field}={global_batch} must be at least 1 (and a multiple of the '
+                             f'device count, {devices})')
   if global_batch % devices or global_batch % jax.process_count():
     raise errors.ConfigError(
         f'{field}={global_batch} does not divide over {devices} devices '

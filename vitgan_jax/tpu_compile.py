@@ -30,7 +30,8 @@ import jax.numpy as jnp
 from jax.experimental import topologies
 
 from vitgan_jax import errors, sharding, tpu_env, tpu_specs, train
-from vitgan_jax.evaluation import inception, train_eval
+from vitgan_jax.evaluation import inception
+from vitgan_jax.gan import GAN
 
 INSTALL_HINT = ('libtpu is not installed, so nothing can be compiled for a TPU: '
                 'pip install -e ".[tpu]" (jax[tpu] at the installed jax version)')
@@ -157,22 +158,6 @@ def cache_dir() -> str:
   return os.path.join(root, 'tpu_compile')
 
 
-def build_gan(config, mesh):
-  """(generator, discriminator, g_tx, d_tx, abstract TrainState replicated on `mesh`).
-
-  The one place compile mode assembles models, optimizers and state (shapes only, nothing
-  initialized), as training does.
-  """
-  generator, discriminator = train.create_models(config)
-  g_tx, d_tx = train.create_optimizers(config)
-  shapes = jax.eval_shape(lambda: train.create_train_state(
-      config, jax.random.PRNGKey(0), generator, discriminator, g_tx, d_tx))
-  replicated = sharding.replicated(mesh)
-  state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
-                       shapes)
-  return generator, discriminator, g_tx, d_tx, state
-
-
 def eval_batch_size(config, num_devices: int) -> int:
   """The FID batch: eval.batch_size rounded up to a multiple of the devices, as training does."""
   return -(-config.eval.batch_size // num_devices) * num_devices
@@ -181,14 +166,15 @@ def eval_batch_size(config, num_devices: int) -> int:
 def programs(config, mesh, which=('train step', 'sampler', 'FID eval step')
              ) -> Dict[str, Tuple[Callable, tuple, int]]:
   """name -> (jitted function, abstract arguments, global batch) for each program to compile."""
-  generator, discriminator, g_tx, d_tx, state = build_gan(config, mesh)
+  gan = GAN.from_config(config)
+  state = gan.abstract_state(mesh)  # shapes only, replicated, as training restores into
   data, rep = sharding.data_sharded(mesh), sharding.replicated(mesh)
   out = {}
   batch = config.training.batch_size
   sharding.check_batch_size(batch, mesh)
   if 'train step' in which:
     try:
-      step = train.make_train_step(config, generator, discriminator, g_tx, d_tx, mesh)
+      step = train.make_train_step(config, gan, mesh)
     except (ValueError, KeyError) as e:
       raise errors.ConfigError(f'config: {e}') from e
     size, channels = config.model.image_size, config.model.channels
@@ -196,7 +182,7 @@ def programs(config, mesh, which=('train step', 'sampler', 'FID eval step')
     out['train step'] = (train.jit_train_step(step, mesh), (state, {'image': images}), batch)
   n = eval_batch_size(config, mesh.devices.size)
   rng = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=rep)
-  sample_images = train_eval.make_sampler(config, generator, mesh).images
+  sample_images = gan.sampler(mesh)  # the jitted sampler evaluation and training use
   if 'sampler' in which:
     out['sampler'] = (sample_images, (state, rng, n), n)
   if 'FID eval step' in which:

@@ -1,97 +1,42 @@
-"""TrainState, the jitted GAN train step, and the training loop.
+"""The GAN train step: pure, jitted over a 'data' mesh with the state donated.
 
 One step = `n_critic` discriminator updates (NS-logistic + bCR, optional R1 / LeCam, all on
-DiffAugment-ed inputs) then one generator update and the EMA of G's weights. The step is a
-pure function of (state, batch), jitted over a 'data' mesh with the state donated.
+DiffAugment-ed inputs) then one generator update and the EMA of G's weights. The networks,
+optimizers and latents come from the `GAN` value (gan.py); the loop that runs the step is
+trainer.py.
 """
 
-from typing import Any, Callable, Dict, Tuple
+from typing import Callable, Dict, Tuple
 
-import flax
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
 from vitgan_jax import augment as augment_lib
-from vitgan_jax import losses, models, sharding
-
-PyTree = Any
+from vitgan_jax import losses, sharding
+from vitgan_jax.gan import GAN, TrainState
 
 # Bits of TrainState.bad_what: which quantity went non-finite first.
 NONFINITE_QUANTITIES = ('d_loss', 'g_loss', 'd_grads', 'g_grads')
 BCR_VIEWS = ('independent', 'stacked')
 
 
-@flax.struct.dataclass
-class TrainState:
-  """Everything a run needs to continue exactly: one pytree, checkpointed whole."""
-  step: jax.Array
-  g_params: PyTree
-  d_params: PyTree
-  ema_params: PyTree
-  g_state: PyTree        # G's non-param collections (e.g. 'spectral'); {} for ViTGAN's G
-  d_state: PyTree        # D's power-iteration vectors and sigma(W_init)
-  g_opt_state: PyTree
-  d_opt_state: PyTree
-  lecam: Dict[str, jax.Array]  # EMA anchors of D(real), D(fake)
-  rng: jax.Array
-  bad_step: jax.Array    # first step with a non-finite loss or gradient (-1: none)
-  bad_what: jax.Array    # bitmask over NONFINITE_QUANTITIES at bad_step
-
-
-def create_models(config) -> Tuple[nn.Module, nn.Module]:
-  dtype = config.training.dtype
-  return (models.build_generator(config.model, dtype),
-          models.build_discriminator(config.model, dtype))
-
-
-def create_optimizers(config):
-  """Adam per network; hyperparameters injected so the learning rate is logged and restorable."""
-  make = lambda c: optax.inject_hyperparams(optax.adam)(  # noqa: E731
-      learning_rate=c.lr, b1=c.b1, b2=c.b2, eps=c.eps)
-  return make(config.optimizer.g), make(config.optimizer.d)
-
-
-def latent_dim(config) -> int:
-  return config.model.generator.latent_dim
-
-
-def create_train_state(config, rng, generator, discriminator, g_tx, d_tx) -> TrainState:
-  """Initializes G, D (with spectral state), the EMA copy of G and both optimizer states."""
-  g_rng, d_rng, rng = jax.random.split(rng, 3)
-  size, channels = config.model.image_size, config.model.channels
-  g_vars = generator.init(g_rng, jnp.zeros((1, latent_dim(config))))
-  d_vars = discriminator.init(d_rng, jnp.zeros((1, size, size, channels)))
-  g_params, g_state = g_vars['params'], {k: v for k, v in g_vars.items() if k != 'params'}
-  d_params, d_state = d_vars['params'], {k: v for k, v in d_vars.items() if k != 'params'}
-  return TrainState(
-      step=jnp.zeros((), jnp.int32),
-      g_params=g_params, d_params=d_params,
-      ema_params=jax.tree.map(jnp.copy, g_params),
-      g_state=g_state, d_state=d_state,
-      g_opt_state=g_tx.init(g_params), d_opt_state=d_tx.init(d_params),
-      lecam={'real': jnp.zeros(()), 'fake': jnp.zeros(())},
-      rng=rng,
-      bad_step=jnp.full((), -1, jnp.int32), bad_what=jnp.zeros((), jnp.int32))
-
-
-def ema_beta(config, step):
+def ema_beta(step, batch_size: int, ema_kimg: float, ema_rampup: float):
   """StyleGAN2-ADA EMA: half-life ema_kimg thousand images, ramped up over the first images."""
-  batch = config.training.batch_size
-  ema_nimg = config.training.ema_kimg * 1000.0
-  if config.training.ema_rampup:
-    ema_nimg = jnp.minimum(ema_nimg, step.astype(jnp.float32) * batch * config.training.ema_rampup)
-  return 0.5 ** (batch / jnp.maximum(ema_nimg, 1e-8))
+  ema_nimg = ema_kimg * 1000.0
+  if ema_rampup:
+    ema_nimg = jnp.minimum(ema_nimg, step.astype(jnp.float32) * batch_size * ema_rampup)
+  return 0.5 ** (batch_size / jnp.maximum(ema_nimg, 1e-8))
 
 
 def _all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh=None) -> Callable:
+def make_train_step(config, gan: GAN, mesh=None) -> Callable:
   """Returns train_step(state, batch) -> (state, metrics); pure, jit it (see `jit_train_step`)."""
-  lc, ac = config.loss, config.augment
+  generator, discriminator, g_tx, d_tx = gan.generator, gan.discriminator, gan.g_tx, gan.d_tx
+  lc, ac, tc = config.loss, config.augment, config.training
   if lc.kind != 'nonsaturating':
     raise ValueError(f"loss.kind={lc.kind!r} is not one of ('nonsaturating',)")
   augment_lib.parse_policy(ac.policy)  # fail now, naming the bad op, not inside jit
@@ -103,7 +48,7 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh=None) -> 
   if sr_weight > 0 and not getattr(generator, 'super_resolution', False):
     raise ValueError(f'loss.sr_weight={sr_weight} needs a generator with a super-resolution '
                      "input: model.generator.name='transgan' with super_resolution=True")
-  sr_factor = config.model.image_size // generator.validate() if sr_weight > 0 else 0
+  sr_factor = gan.image_shape[0] // generator.validate() if sr_weight > 0 else 0
   batch_spec = sharding.data_sharded(mesh) if mesh is not None else None
 
   def constrain(x):  # keep per-example work split over devices like the batch
@@ -174,7 +119,7 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh=None) -> 
     d_loss_finite = jnp.array(True)
     for i in range(config.training.n_critic):
       k_z, k_d = jax.random.split(jax.random.fold_in(step_rng, i))
-      z = constrain(jax.random.normal(k_z, (batch_size, latent_dim(config))))
+      z = constrain(gan.latents(k_z, batch_size))
       fake = jax.lax.stop_gradient(generate(state.g_params, state.g_state, z))
       (_, (d_aux, d_state, real_logits, fake_logits)), d_grads = jax.value_and_grad(
           d_loss_fn, has_aux=True)(d_params, d_state, real, fake, lecam, state.step, k_d)
@@ -187,11 +132,11 @@ def make_train_step(config, generator, discriminator, g_tx, d_tx, mesh=None) -> 
       d_finite &= _all_finite(d_grads)
 
     k_z, k_g = jax.random.split(jax.random.fold_in(step_rng, config.training.n_critic))
-    z = constrain(jax.random.normal(k_z, (batch_size, latent_dim(config))))
+    z = constrain(gan.latents(k_z, batch_size))
     (_, (g_aux, g_state)), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
         state.g_params, state.g_state, d_params, d_state, z, k_g, real)
     g_updates, g_opt_state = g_tx.update(g_grads, state.g_opt_state, state.g_params)
-    beta = ema_beta(config, state.step)
+    beta = ema_beta(state.step, batch_size, tc.ema_kimg, tc.ema_rampup)
     if config.training.nan_guard:
       # Every check is known here: G's update is kept or dropped inside its own Adam and EMA
       # update (one fused pass), not in a second pass over the state at the end.
@@ -257,22 +202,3 @@ def jit_train_step(train_step: Callable, mesh, donate: bool = True) -> Callable:
   rep, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
   return jax.jit(train_step, in_shardings=(rep, data), out_shardings=(rep, rep),
                  donate_argnums=(0,) if donate else ())
-
-
-def sample_fn(generator, use_ema: bool = True) -> Callable:
-  """jitted (state, z) -> images in [-1, 1] from the EMA (default) or raw generator."""
-  @jax.jit
-  def sample(state: TrainState, z):
-    params = state.ema_params if use_ema else state.g_params
-    return generator.apply({'params': params, **state.g_state}, z)
-  return sample
-
-
-def train_and_evaluate(config, workdir: str) -> TrainState:
-  """Trains per `config` from scratch or from the latest checkpoint in `workdir`.
-
-  Writes TensorBoard events + stdout lines (losses, D outputs, regularizers, grad norms, lrs,
-  steps/s, images/s), 8x8 EMA sample grids from a fixed z, checkpoints, and FID when enabled.
-  """
-  from vitgan_jax import loop  # the loop's I/O lives apart from the pure step above
-  return loop.run(config, workdir, announce=True)

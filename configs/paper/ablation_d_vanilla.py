@@ -1,7 +1,7 @@
 """ViTGAN paper, discriminator ablation (CIFAR-10 32x32), row "vanilla ViT D: dot-product
 attention, plain SN, no overlap, R1 instead of ISN".
 
-Paper's number: not found (the discriminator ablation exists only as an image, PAPER.md Sec. 3).
+Paper's number and its source: configs/paper/rows.py.
 G and the training recipe are ViTGAN's.
 """
 

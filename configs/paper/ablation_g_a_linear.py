@@ -1,8 +1,8 @@
 """ViTGAN paper, generator ablation (CIFAR-10 32x32), row "generator A, linear output": w added to
 every position embedding, LayerNorm; linear patch output.
 
-Paper's number: not found (the generator ablation exists only as an image, PAPER.md Sec. 3);
-which discriminator the ablation used was not found either: ViTGAN's D here.
+Paper's number and its source: configs/paper/rows.py.
+Which discriminator the ablation used was not found: ViTGAN's D here.
 """
 
 from configs.paper import common

@@ -1,15 +1,7 @@
 """ViTGAN paper, generator ablation (CIFAR-10 32x32), row "generator C, implicit output": self-
 modulated LayerNorm; implicit neural (Fourier features + modulated MLP) output: ViTGAN.
 
-Paper's number: not found (the generator ablation exists only as an image, PAPER.md Sec. 3);
-which discriminator the ablation used was not found either: ViTGAN's D here.
+An alias of main_cifar10_vitgan (the same config; configs/paper/rows.py has the row).
 """
 
-from configs.paper import common
-
-
-def get_config():
-  config = common.vitgan('cifar10')
-  config.model.generator.variant = 'C'
-  config.model.generator.output = 'implicit'
-  return config
+from configs.paper.main_cifar10_vitgan import get_config  # noqa: F401  # the alias

@@ -1,7 +1,8 @@
 """ViTGAN paper, main comparison table, CelebA 64x64, row "Vanilla-ViT" (ViT G and D without
 ViTGAN's techniques).
 
-Paper's number: not found (PAPER.md Sec. 3). The paper's exact baseline is not in the text we
+Paper's number and its source: configs/paper/rows.py.
+The paper's exact baseline is not in the text we
 have: here G is variant A (w added to the position embeddings, LayerNorm) with a linear patch
 output, D uses dot-product attention, plain SN, no overlapping patches and R1 instead of ISN.
 """

@@ -1,6 +1,6 @@
 """ViTGAN paper, main comparison table, CelebA 64x64, row "ViTGAN".
 
-Paper's number: FID 3.74 (secondary: wiz, "19k samples"; LadaGAN README).
+Paper's number and its source: configs/paper/rows.py.
 """
 
 from configs.paper import common

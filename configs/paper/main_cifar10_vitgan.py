@@ -1,6 +1,6 @@
 """ViTGAN paper, main comparison table, CIFAR-10 32x32, row "ViTGAN".
 
-Paper's number: FID 6.66, IS 9.30 (secondary: PwC; the Consistency Models paper's table).
+Paper's number and its source: configs/paper/rows.py.
 """
 
 from configs.paper import common

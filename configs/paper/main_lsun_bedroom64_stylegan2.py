@@ -1,7 +1,7 @@
 """ViTGAN paper, main comparison table, LSUN bedroom 64x64, row "StyleGAN2"; also the mixed G x D
 table's StyleGAN2-G x StyleGAN2-D cell.
 
-Paper's number: not found (PAPER.md Sec. 3).
+Paper's number and its source: configs/paper/rows.py.
 
 StyleGAN2's G and residual D (StyleGAN2-ADA cifar settings) trained with this project's recipe:
 DiffAugment, bCR 10/10, R1 gamma 0.01 every 16 steps (common.py).

@@ -1,7 +1,7 @@
 """ViTGAN paper, mixed G x D table, CIFAR-10 32x32, row "ViTGAN-G x StyleGAN2-D" (the authors'
 PyTorch reproduction implements only this pairing and calls it their best).
 
-Paper's number: FID 4.57, IS 9.89 (secondary: PwC "ViTGAN with StyleGAN2"; LadaGAN README 4.57).
+Paper's number and its source: configs/paper/rows.py.
 
 D is StyleGAN2's residual discriminator with R1 (gamma 0.01 every 16 steps); G and the rest of
 the recipe are ViTGAN's (common.py). [code] uses R1 0.1 and other coefficients.

@@ -1,11 +1,7 @@
 """ViTGAN paper, mixed G x D table, LSUN bedroom 64x64, row "StyleGAN2-G x StyleGAN2-D": the same
 run as main_lsun_bedroom64_stylegan2.
 
-Paper's number: see main_lsun_bedroom64_stylegan2 (not found in the ViTGAN paper text).
+An alias of main_lsun_bedroom64_stylegan2 (the same run; configs/paper/rows.py has the row).
 """
 
-from configs.paper import main_lsun_bedroom64_stylegan2
-
-
-def get_config():
-  return main_lsun_bedroom64_stylegan2.get_config()
+from configs.paper.main_lsun_bedroom64_stylegan2 import get_config  # noqa: F401  # the alias

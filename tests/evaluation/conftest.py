@@ -6,10 +6,8 @@ import pytest
 
 from vitgan_jax.evaluation import weights
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
-SHARED_DATA = os.path.join(REPO_ROOT, '..', 'shared', 'data')
-REAL_IMAGES = os.path.join(SHARED_DATA, 'cifar100_classes0-9_1834.npz')
+from tests.helpers import CIFAR_SUBSET_NPZ as REAL_IMAGES
+from tests.helpers import SHARED_DATA
 
 
 def _cache_dir():

@@ -13,7 +13,7 @@ import pytest
 import scipy.linalg
 from PIL import Image
 
-from vitgan_jax.evaluation import metrics
+from vitgan_jax.evaluation import features, metrics
 
 
 def _gaussian_features(rng, n, mu, cov):
@@ -170,7 +170,7 @@ def _tiny_numpy(images):
 
 
 def _tiny_extractor(batch_size=4):
-  return metrics.FeatureExtractor({'w': np.ones((6, 4), np.float32)},
+  return features.FeatureExtractor({'w': np.ones((6, 4), np.float32)},
                                   batch_size=batch_size, model=TinyFeatures())
 
 
@@ -192,36 +192,36 @@ def test_extractor_batches_pads_and_keeps_order():
 
 def test_batch_size_is_bounded_by_free_memory_and_a_multiple_of_the_shards():
   mib = 2 ** 20
-  fit = lambda requested, shards, free: metrics.fitting_batch_size(  # noqa: E731
+  fit = lambda requested, shards, free: features.fitting_batch_size(  # noqa: E731
       requested, shards, per_image_bytes=40 * mib, available_bytes=free, fraction=0.5)
   assert fit(500, 1, 64 * 1024 * mib) == 500          # plenty of memory: the config's number
   assert fit(500, 1, 4 * 1024 * mib) == 51            # 2 GiB usable / 40 MiB per image
   assert fit(500, 8, 4 * 1024 * mib) == 48            # ... rounded down to the 8 shards
   assert fit(500, 8, 100 * mib) == 8                  # never below one image per shard
   assert fit(6, 4, 64 * 1024 * mib) == 8              # rounded up, as FeatureExtractor does
-  assert metrics.available_memory_bytes() > 0         # CPU: the host's available RAM
-  assert metrics.fitting_batch_size(10 ** 9) < 10 ** 9
+  assert features.available_memory_bytes() > 0         # CPU: the host's available RAM
+  assert features.fitting_batch_size(10 ** 9) < 10 ** 9
 
 
 def test_compute_fid_extractor_fits_the_memory_too(monkeypatch):
-  monkeypatch.setattr(metrics, 'available_memory_bytes', lambda device=None: 2 ** 30)
-  extractor = metrics.make_feature_extractor({'w': np.ones((6, 4), np.float32)}, batch_size=200)
-  assert extractor.batch_size == int(2 ** 29 // metrics.INCEPTION_BYTES_PER_IMAGE) < 200
+  monkeypatch.setattr(features, 'available_memory_bytes', lambda device=None: 2 ** 30)
+  extractor = features.make_feature_extractor({'w': np.ones((6, 4), np.float32)}, batch_size=200)
+  assert extractor.batch_size == int(2 ** 29 // features.INCEPTION_BYTES_PER_IMAGE) < 200
 
 
 def test_progress_lines_every_tenth_with_rate_and_eta():
   lines = []
-  progress = metrics.Progress('FID samples', 100, quiet_s=0, out=lines.append)
+  progress = features.Progress('FID samples', 100, quiet_s=0, out=lines.append)
   for _ in range(20):
     progress.update(5)
   assert len(lines) == 10 and lines[-1].startswith('FID samples: 100% (100/100 images)')
   assert 'images/s' in lines[0] and 'ETA' in lines[0] and lines[0].startswith('FID samples: 10%')
   quiet = []
-  progress = metrics.Progress('x', 100, quiet_s=3600, out=quiet.append)
+  progress = features.Progress('x', 100, quiet_s=3600, out=quiet.append)
   progress.update(100)
   assert not quiet  # a short job says nothing
   lines = []
-  out = _tiny_extractor(batch_size=4)(_images(0, 11), progress=metrics.Progress(
+  out = _tiny_extractor(batch_size=4)(_images(0, 11), progress=features.Progress(
       'features', 11, quiet_s=0, out=lines.append))
   assert len(out['pool']) == 11 and lines[-1].startswith('features: 100% (11/11 images)')
 
@@ -230,10 +230,10 @@ def test_extractor_shards_over_several_devices():
   script = textwrap.dedent('''
       import numpy as np
       from tests.evaluation.test_metrics import TinyFeatures, _tiny_numpy
-      from vitgan_jax.evaluation import metrics
+      from vitgan_jax.evaluation import features, metrics
       import jax
       assert len(jax.devices()) == 4
-      ex = metrics.FeatureExtractor({'w': np.ones((6, 4), np.float32)},
+      ex = features.FeatureExtractor({'w': np.ones((6, 4), np.float32)},
                                     batch_size=6, model=TinyFeatures())
       assert ex.batch_size == 8  # rounded up to a multiple of the mesh
       images = np.random.default_rng(0).integers(0, 256, (13, 5, 5, 3))
@@ -255,19 +255,19 @@ def test_compute_fid_reads_folders_like_arrays(tmp_path):
   for i, image in enumerate(images):
     Image.fromarray(image).save(tmp_path / f'{i:03d}.png')
   Image.fromarray(_images(3, 1, size=5)[0]).save(tmp_path / 'zz_other.png')
-  batches = list(metrics.iterate_folder(str(tmp_path), batch_size=4))
+  batches = list(features.iterate_folder(str(tmp_path), batch_size=4))
   assert [b.shape[:3] for b in batches] == [(4, 8, 8), (4, 8, 8), (1, 8, 8),
                                             (1, 5, 5)]
   np.testing.assert_array_equal(np.concatenate(batches[:3]), images)
 
   extractor = _tiny_extractor()
   other = _images(4, 12)
-  folder_fid = metrics.compute_fid(str(tmp_path), other, extractor)
+  folder_fid = features.compute_fid(str(tmp_path), other, extractor)
   with_extra = np.concatenate([_tiny_numpy(images),
                                _tiny_numpy(_images(3, 1, size=5))])
   expected = _direct_fid(with_extra, _tiny_numpy(other))
   assert folder_fid == pytest.approx(expected, rel=1e-6)
-  assert metrics.compute_fid(other, other, extractor) == pytest.approx(
+  assert features.compute_fid(other, other, extractor) == pytest.approx(
       0, abs=1e-6)
 
 
@@ -275,12 +275,12 @@ def test_compute_fid_on_stats_needs_no_weights(tmp_path, monkeypatch):
   def no_weights(*args, **kwargs):
     raise AssertionError('weights loaded although only stats were given')
 
-  monkeypatch.setattr(metrics, 'make_feature_extractor', no_weights)
+  monkeypatch.setattr(features, 'make_feature_extractor', no_weights)
   rng = np.random.default_rng(8)
   s1 = metrics.activation_stats(rng.normal(size=(50, 4)))
   s2 = metrics.activation_stats(rng.normal(size=(60, 4)))
   s2.save(str(tmp_path / 's2.npz'))
-  assert metrics.compute_fid(s1, str(tmp_path / 's2.npz')) == pytest.approx(
+  assert features.compute_fid(s1, str(tmp_path / 's2.npz')) == pytest.approx(
       metrics.frechet_distance(s1.mu, s1.sigma, s2.mu, s2.sigma))
 
 
@@ -294,10 +294,10 @@ def test_reference_stats_computed_once_then_cached(tmp_path):
   kwargs = dict(dataset='cifar10', split='train', resolution=8,
                 num_samples=10, extractor=_tiny_extractor(),
                 cache_dir=str(tmp_path))
-  first = metrics.reference_stats(images_fn, **kwargs)
-  second = metrics.reference_stats(images_fn, **kwargs)
+  first = features.reference_stats(images_fn, **kwargs)
+  second = features.reference_stats(images_fn, **kwargs)
   assert len(calls) == 1 and first.num == 10
-  path = metrics.reference_stats_path('cifar10', 'train', 8, 10, str(tmp_path))
+  path = features.reference_stats_path('cifar10', 'train', 8, 10, str(tmp_path))
   assert os.path.exists(path) and 'cifar10-train-8px-10' in path
   np.testing.assert_array_equal(first.sigma, second.sigma)
   used = np.concatenate([_images(5, 7), _images(6, 3)])
@@ -313,14 +313,14 @@ def test_evaluate_generator_against_reference(tmp_path):
     return _images(seed, n)
 
   extractor = _tiny_extractor(batch_size=4)
-  reference = metrics.compute_stats(_images(7, 30), extractor)
+  reference = features.compute_stats(_images(7, 30), extractor)
   reference.save(str(tmp_path / 'ref.npz'))
   rng = jax.random.key(0)
-  results = metrics.evaluate_generator(sample_fn, 10, rng,
+  results = features.evaluate_generator(sample_fn, 10, rng,
                                        str(tmp_path / 'ref.npz'), extractor)
   assert calls == [4, 4, 4]  # fixed batch size; surplus of the last dropped
   assert set(results) == {'fid', 'kid', 'kid_std', 'is', 'is_std'}
-  generated = metrics.generated_features(sample_fn, 10, rng, extractor)
+  generated = features.generated_features(sample_fn, 10, rng, extractor)
   assert len(generated['pool']) == 10
   expected = _direct_fid(generated['pool'].astype(np.float64),
                          _tiny_numpy(_images(7, 30)))
@@ -341,13 +341,13 @@ def test_fid_real_halves_small_vs_noise(real_params, real_images):
   n=192). Measured here at n=128: real 159, noise 457; n=128 << 2048 feature
   dimensions biases FID upwards, hence the loose absolute bound.
   """
-  extractor = metrics.FeatureExtractor(real_params, batch_size=64)
+  extractor = features.FeatureExtractor(real_params, batch_size=64)
   n = 128
   order = np.random.default_rng(0).permutation(len(real_images))
   first, second = real_images[order[:n]], real_images[order[n:2 * n]]
   noise = np.random.default_rng(0).integers(0, 256, first.shape, np.uint8)
-  real_stats = metrics.compute_stats(first, extractor)
-  fid_real = metrics.compute_fid(real_stats, second, extractor)
-  fid_noise = metrics.compute_fid(real_stats, noise, extractor)
+  real_stats = features.compute_stats(first, extractor)
+  fid_real = features.compute_fid(real_stats, second, extractor)
+  fid_noise = features.compute_fid(real_stats, noise, extractor)
   assert fid_real < 0.4 * fid_noise
   assert fid_real < 200

@@ -1,5 +1,5 @@
 """FID of a generator during training and from a workdir (vitgan_jax/evaluation/train_eval.py,
-run_eval.py), with a tiny exact feature network standing in for the Inception."""
+inference.eval_mode), with a tiny exact feature network standing in for the Inception."""
 
 import json
 import os
@@ -8,54 +8,31 @@ import jax
 import numpy as np
 import pytest
 
-from configs import smoke
-from vitgan_jax import errors, loop, sharding, train
-from vitgan_jax.evaluation import metrics, run_eval, train_eval
 from tests.evaluation.test_metrics import TinyFeatures, _direct_fid, _tiny_numpy
-from tests.test_reliability import RecordingWriter
-
-
-def tiny_config(num_samples=12):
-  config = smoke.get_config()
-  config.data.source = 'arrays'
-  config.model.image_size = 16
-  for part in (config.model.generator, config.model.discriminator):
-    part.width, part.mlp_dim, part.num_heads, part.depth = 16, 32, 2, 1
-  g = config.model.generator
-  g.latent_dim, g.fourier_dim, g.inr_hidden, g.mapping_layers = 8, 16, 16, 1
-  config.augment.policy, config.loss.bcr_real, config.loss.bcr_fake = 'translation', 0.0, 0.0
-  config.training.batch_size = 8
-  config.logging.sample_every_steps = 0
-  config.eval.num_samples, config.eval.batch_size = num_samples, 8
-  config.eval.reference_num_samples = 20
-  return config
-
-
-def real_images(n=24):
-  return np.random.default_rng(0).integers(0, 256, (n, 16, 16, 3), np.uint8)
+from tests.helpers import RecordingWriter, real_images
+from tests.helpers import tiny_eval_config as tiny_config
+from vitgan_jax import errors, inference, input_pipeline, sharding, trainer
+from vitgan_jax.evaluation import features, metrics, train_eval
+from vitgan_jax.gan import GAN
 
 
 def tiny_extractor(mesh=None):
-  return metrics.FeatureExtractor({'w': np.ones((6, 4), np.float32)}, batch_size=8, mesh=mesh,
+  return features.FeatureExtractor({'w': np.ones((6, 4), np.float32)}, batch_size=8, mesh=mesh,
                                   model=TinyFeatures())
 
 
 def initial_state(config, mesh):
-  generator, discriminator = train.create_models(config)
-  g_tx, d_tx = train.create_optimizers(config)
-  state = jax.jit(lambda r: train.create_train_state(config, r, generator, discriminator, g_tx,
-                                                     d_tx),
-                  out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(0))
-  return generator, state
+  gan = GAN.from_config(config)
+  return gan, gan.init_on(mesh, 0)
 
 
 def test_evaluator_equals_fid_written_out():
   """Same z as the evaluator draws (fixed seed, one split per batch), samples to uint8, FID."""
   config = tiny_config()
   mesh = sharding.create_mesh()
-  generator, state = initial_state(config, mesh)
+  gan, state = initial_state(config, mesh)
   data = real_images()
-  evaluator = train_eval.make_evaluator(config, generator, mesh, arrays=data,
+  evaluator = train_eval.make_evaluator(config, gan, mesh, data=input_pipeline.Data(config, data),
                                         extractor=tiny_extractor(mesh))
   results = evaluator(state)
   assert set(results) == {'fid', 'kid', 'kid_std', 'is', 'is_std', 'eval_seconds'}
@@ -64,7 +41,7 @@ def test_evaluator_equals_fid_written_out():
   for _ in range(2):  # 12 samples in batches of 8, the surplus dropped
     key, sub = jax.random.split(key)
     z = jax.random.normal(sub, (8, config.model.generator.latent_dim))
-    x = np.asarray(generator.apply({'params': state.ema_params, **state.g_state}, z))
+    x = np.asarray(gan.generator.apply({'params': state.ema_params, **state.g_state}, z))
     samples.append(np.clip(np.rint((x + 1) * 127.5), 0, 255).astype(np.uint8))
   samples = np.concatenate(samples)[:12]
   assert samples.std() > 0
@@ -100,27 +77,28 @@ def test_missing_inception_weights_is_a_one_line_config_error(tmp_path, monkeypa
   monkeypatch.setenv('VITGAN_CACHE', str(tmp_path))
   monkeypatch.delenv('VITGAN_INCEPTION_PT', raising=False)
   with pytest.raises(errors.ConfigError, match='pt_inception-2015-12-05.*default_1.pt'):
-    train_eval.make_feature_extractor(tiny_config(), sharding.create_mesh())
+    train_eval.feature_extractor(tiny_config(), sharding.create_mesh())
 
 
 def test_inception_batch_fits_the_memory_and_evaluation_says_what_it_does(monkeypatch,
                                                                           capsys):
   monkeypatch.setattr(train_eval.weights, 'load_inception_params',
                       lambda path: {'w': np.ones((6, 4), np.float32)})
-  monkeypatch.setattr(metrics, 'available_memory_bytes', lambda device=None: 2 ** 30)
+  monkeypatch.setattr(features, 'available_memory_bytes', lambda device=None: 2 ** 30)
   config = tiny_config()
   config.eval.batch_size = 500
-  extractor = train_eval.make_feature_extractor(config, sharding.create_mesh())
-  per_image = metrics.INCEPTION_BYTES_PER_IMAGE
-  assert extractor.batch_size == min(500, int(2 ** 30 * metrics.MEMORY_FRACTION // per_image))
+  extractor = train_eval.feature_extractor(config, sharding.create_mesh())
+  per_image = features.INCEPTION_BYTES_PER_IMAGE
+  assert extractor.batch_size == min(500, int(2 ** 30 * features.MEMORY_FRACTION // per_image))
   assert f'FID Inception batch {extractor.batch_size} instead of eval.batch_size=500' in (
       capsys.readouterr().out)
 
-  monkeypatch.setattr(metrics, 'PROGRESS_QUIET_SECONDS', 0.0)
+  monkeypatch.setattr(features, 'PROGRESS_QUIET_SECONDS', 0.0)
   config = tiny_config(num_samples=24)
   mesh = sharding.create_mesh()
-  generator, state = initial_state(config, mesh)
-  evaluator = train_eval.make_evaluator(config, generator, mesh, arrays=real_images(),
+  gan, state = initial_state(config, mesh)
+  evaluator = train_eval.make_evaluator(config, gan, mesh,
+                                        data=input_pipeline.Data(config, real_images()),
                                         extractor=tiny_extractor(mesh))
   out = capsys.readouterr().out
   assert 'Computing FID reference statistics of 20 images' not in out  # arrays: no cache
@@ -135,29 +113,31 @@ def test_inception_batch_fits_the_memory_and_evaluation_says_what_it_does(monkey
 
 def test_eval_mode_without_reference_data_says_what_to_set(tmp_path):
   with pytest.raises(errors.ConfigError, match='eval.reference_stats'):
-    run_eval.evaluate_workdir(tiny_config(), str(tmp_path))
+    inference.eval_mode(tiny_config(), str(tmp_path))
 
 
 def test_training_logs_fid_keeps_best_and_eval_mode_reproduces_it(tmp_path, monkeypatch,
                                                                   capsys):
   """2 steps with FID at each: scalars logged, checkpoints_best kept; --mode eval's JSON on the
   best checkpoint gives the FID that training logged for it."""
-  monkeypatch.setattr(train_eval, 'make_feature_extractor',
+  monkeypatch.setattr(train_eval, 'feature_extractor',
                       lambda config, mesh: tiny_extractor(mesh))
   config = tiny_config()
   config.training.num_steps, config.eval.every_steps = 2, 1
   config.logging.every_steps, config.checkpoint.every_steps = 1, 1
   writer = RecordingWriter()
   workdir = str(tmp_path / 'run')
-  loop.run(config, workdir, arrays=real_images(), writer=writer, announce=True)
+  trainer.train_and_evaluate(config, workdir, data=input_pipeline.Data(config, real_images()),
+                             writer=writer, announce=True)
   logged = writer.scalars
   fids = {step: logged[step]['fid'] for step in (1, 2)}
   assert all(np.isfinite(list(fids.values()))) and 'kid' in logged[2] and 'is' in logged[2]
   best_step = min(fids, key=fids.get)
   assert os.listdir(os.path.join(workdir, 'checkpoints_best')) == [str(best_step)]
 
-  record = run_eval.evaluate_workdir(config, workdir, best=True, arrays=real_images(),
-                                     extractor=tiny_extractor())
+  record = inference.eval_mode(config, workdir, best=True,
+                               data=input_pipeline.Data(config, real_images()),
+                               extractor=tiny_extractor())
   assert record['step'] == best_step and record['checkpoint'] == 'best'
   assert record['fid'] == pytest.approx(fids[best_step], rel=1e-6)
   path = os.path.join(workdir, 'eval', f'step_{best_step:08d}_best.json')
@@ -191,15 +171,16 @@ EIGHT_DEVICES = '''
 import jax, sys
 sys.path.insert(0, {root!r})
 from tests.evaluation import test_train_eval as t
-from vitgan_jax import sharding
+from vitgan_jax import input_pipeline, sharding
 from vitgan_jax.evaluation import train_eval
 assert jax.device_count() == 8
 config = t.tiny_config(num_samples=20)
 fids = []
 for devices in (jax.devices()[:1], jax.devices()):
   mesh = sharding.create_mesh(devices)
-  generator, state = t.initial_state(config, mesh)
-  evaluator = train_eval.make_evaluator(config, generator, mesh, arrays=t.real_images(),
+  gan, state = t.initial_state(config, mesh)
+  evaluator = train_eval.make_evaluator(config, gan, mesh,
+                                        data=input_pipeline.Data(config, t.real_images()),
                                         extractor=t.tiny_extractor(mesh))
   fids.append(evaluator(state)['fid'])
 print('FIDS', fids)
@@ -226,13 +207,14 @@ sys.path.insert(0, {root!r})
 import jax
 {init}
 from tests.evaluation import test_train_eval as t
-from vitgan_jax import sharding
+from vitgan_jax import input_pipeline, sharding
 from vitgan_jax.evaluation import train_eval
 assert jax.device_count() == 4
 config = t.tiny_config(num_samples=20)
 mesh = sharding.create_mesh()
-generator, state = t.initial_state(config, mesh)
-evaluator = train_eval.make_evaluator(config, generator, mesh, arrays=t.real_images(),
+gan, state = t.initial_state(config, mesh)
+evaluator = train_eval.make_evaluator(config, gan, mesh,
+                                      data=input_pipeline.Data(config, t.real_images()),
                                       extractor=t.tiny_extractor(mesh))
 print('FID', repr(evaluator(state)['fid']), flush=True)
 '''

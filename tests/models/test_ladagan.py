@@ -35,7 +35,7 @@ def additive_attention_loop(x, p, num_heads):
 def test_linear_additive_attention_matches_loop():
   heads = 3
   x = np.random.RandomState(0).normal(size=(2, 10, 12)).astype(np.float32)
-  module = layers.LinearAdditiveAttention(heads)
+  module = ladagan.LinearAdditiveAttention(heads)
   variables = module.init(jax.random.PRNGKey(0), x)
   p = jax.tree.map(lambda t: np.asarray(t, np.float64), variables['params'])
   for name in p:  # non-zero biases so each one is exercised
@@ -57,7 +57,7 @@ def _flops(module, seq_len, features=32):
 
 
 def test_additive_attention_cost_grows_linearly_with_sequence_length():
-  lada = layers.LinearAdditiveAttention(4)
+  lada = ladagan.LinearAdditiveAttention(4)
   ratio = _flops(lada, 1024) / _flops(lada, 256)
   assert 3.8 < ratio < 4.2, ratio                 # 4x the tokens, 4x the work
   dot = layers.Attention(4, 'dot')
@@ -76,7 +76,7 @@ def test_ladaformer_residuals():
   p = variables['params']
   sln = lambda name, x: layers.SelfModulatedLayerNorm(1e-6).apply(  # noqa: E731
       {'params': p[name]}, x, z)
-  h1 = h + layers.LinearAdditiveAttention(2).apply({'params': p['attention']}, sln('norm1', h))
+  h1 = h + ladagan.LinearAdditiveAttention(2).apply({'params': p['attention']}, sln('norm1', h))
   mlp = layers.MlpBlock(12, equalized=False).apply({'params': p['mlp']}, sln('norm2', h1))
   np.testing.assert_allclose(jax.jit(with_res.apply)(variables, h, z), h1 + mlp, rtol=1e-4,
                              atol=1e-5)

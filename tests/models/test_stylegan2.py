@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vitgan_jax.models import layers, stylegan2
+from vitgan_jax.models import conv, stylegan2
 
 SMALL = dict(channel_base=256, channel_max=32)  # 32 channels at 4 and 8 px, 16 at 16, 8 at 32
 TINY = dict(channel_base=64, channel_max=8)
@@ -41,7 +41,7 @@ def test_modulated_conv_equals_conv_with_per_sample_weights(demodulate, kernel_s
   rng = np.random.RandomState(0)
   x = rng.normal(size=(3, 5, 6, 4)).astype(np.float32)
   style = rng.normal(size=(3, 7)).astype(np.float32)
-  module = layers.ModulatedConv2D(5, kernel_size, demodulate=demodulate)
+  module = conv.ModulatedConv2D(5, kernel_size, demodulate=demodulate)
   variables = module.init(jax.random.PRNGKey(0), x, style)
   p = jax.tree.map(np.asarray, variables['params'])
   p['affine']['bias'] = rng.normal(size=4)  # a non-trivial modulation
@@ -60,7 +60,7 @@ def test_demodulation_gives_unit_variance_outputs():
   """With demodulation the output std per channel is ~1 for unit-variance iid inputs."""
   x = jax.random.normal(jax.random.PRNGKey(0), (8, 16, 16, 64))
   style = jax.random.normal(jax.random.PRNGKey(1), (8, 16)) * 3
-  module = layers.ModulatedConv2D(32, 3)
+  module = conv.ModulatedConv2D(32, 3)
   variables = module.init(jax.random.PRNGKey(2), x, style)
   out = np.asarray(module.apply(variables, x, style))[:, 1:-1, 1:-1]  # away from zero padding
   np.testing.assert_allclose(out.std(), 1.0, rtol=0.05)
@@ -69,7 +69,7 @@ def test_demodulation_gives_unit_variance_outputs():
 def test_minibatch_stddev_by_hand():
   rng = np.random.RandomState(0)
   x = rng.normal(size=(8, 3, 2, 6)).astype(np.float32)
-  out = np.asarray(layers.minibatch_stddev(jnp.asarray(x), group_size=4, num_channels=2))
+  out = np.asarray(conv.minibatch_stddev(jnp.asarray(x), group_size=4, num_channels=2))
   assert out.shape == (8, 3, 2, 8)
   np.testing.assert_array_equal(out[..., :6], x)
   for n in range(8):
@@ -82,9 +82,9 @@ def test_minibatch_stddev_by_hand():
 
 def test_minibatch_stddev_group_larger_than_batch_uses_the_whole_batch():
   x = jax.random.normal(jax.random.PRNGKey(0), (4, 2, 2, 3))
-  np.testing.assert_allclose(layers.minibatch_stddev(x, 32), layers.minibatch_stddev(x, 4))
+  np.testing.assert_allclose(conv.minibatch_stddev(x, 32), conv.minibatch_stddev(x, 4))
   with pytest.raises(ValueError, match='not divisible'):
-    layers.minibatch_stddev(jnp.zeros((6, 2, 2, 3)), 4)
+    conv.minibatch_stddev(jnp.zeros((6, 2, 2, 3)), 4)
 
 
 def _bilinear_up_1d(v):
@@ -105,8 +105,8 @@ def _down_1d(v):
 
 def test_fir_resampling_matches_separable_formulas():
   x = np.random.RandomState(0).normal(size=(1, 6, 8, 2)).astype(np.float32)
-  up = np.asarray(layers.upsample_2x(jnp.asarray(x)))
-  down = np.asarray(layers.downsample_2x(jnp.asarray(x)))
+  up = np.asarray(conv.upsample_2x(jnp.asarray(x)))
+  down = np.asarray(conv.downsample_2x(jnp.asarray(x)))
   for c in range(2):
     expected_up = np.stack([_bilinear_up_1d(r) for r in x[0, :, :, c]])          # along W
     expected_up = np.stack([_bilinear_up_1d(col) for col in expected_up.T]).T    # along H
@@ -118,12 +118,12 @@ def test_fir_resampling_matches_separable_formulas():
 
 def test_downsampling_conv_is_blur_then_strided_conv():
   x = np.random.RandomState(1).normal(size=(2, 8, 8, 3)).astype(np.float32)
-  module = layers.EqualConv2D(4, 3, down=True, use_bias=False)
+  module = conv.EqualConv2D(4, 3, down=True, use_bias=False)
   variables = module.init(jax.random.PRNGKey(0), x)
   out = np.asarray(module.apply(variables, x))
   assert out.shape == (2, 4, 4, 4)
   w = np.asarray(variables['params']['kernel']) / math.sqrt(27)
-  f = layers.fir_kernel()
+  f = conv.fir_kernel()
   for n in range(2):
     xp = np.pad(x[n], ((2, 2), (2, 2), (0, 0)))                     # upfirdn2d padding for k=3
     blurred = np.stack([[np.einsum('ab,abc->c', f, xp[i:i + 4, j:j + 4]) for j in range(9)]

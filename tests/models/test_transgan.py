@@ -8,13 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vitgan_jax.models import layers, transgan
+from vitgan_jax.models import conv, transgan
 
 
 def test_pixel_shuffle_matches_explicit_indexing():
   r, c_out = 2, 3
   x = np.arange(2 * 3 * 4 * r * r * c_out, dtype=np.float32).reshape(2, 3, 4, r * r * c_out)
-  out = np.asarray(layers.pixel_shuffle(jnp.asarray(x), r))
+  out = np.asarray(conv.pixel_shuffle(jnp.asarray(x), r))
   assert out.shape == (2, 6, 8, c_out)
   for b in range(2):
     for h in range(3):
@@ -23,20 +23,20 @@ def test_pixel_shuffle_matches_explicit_indexing():
           for j in range(r):
             for c in range(c_out):
               assert out[b, h * r + i, w * r + j, c] == x[b, h, w, (i * r + j) * c_out + c]
-  np.testing.assert_array_equal(layers.pixel_unshuffle(jnp.asarray(out), r), x)
+  np.testing.assert_array_equal(conv.pixel_unshuffle(jnp.asarray(out), r), x)
 
 
 def test_pixel_shuffle_is_tensorflows_depth_to_space():
   tf = pytest.importorskip('tensorflow')
   x = np.random.RandomState(0).normal(size=(2, 4, 4, 36)).astype(np.float32)
-  np.testing.assert_array_equal(layers.pixel_shuffle(jnp.asarray(x), 3),
+  np.testing.assert_array_equal(conv.pixel_shuffle(jnp.asarray(x), 3),
                                 tf.nn.depth_to_space(x, 3).numpy())
 
 
 @pytest.mark.parametrize('window', [1, 3, 5])
 def test_locality_mask_has_the_stated_window(window):
   height, width = 8, 7
-  mask = layers.locality_mask(height, width, window)
+  mask = transgan.locality_mask(height, width, window)
   assert mask.shape == (56, 56) and mask.dtype == bool
   np.testing.assert_array_equal(mask, mask.T)
   assert mask.diagonal().all()
@@ -48,10 +48,10 @@ def test_locality_mask_has_the_stated_window(window):
 
 
 def test_locality_mask_off_and_invalid():
-  assert layers.locality_mask(4, 4, 0).all()
-  assert layers.locality_mask(4, 4, 7).all()  # a window covering the grid
+  assert transgan.locality_mask(4, 4, 0).all()
+  assert transgan.locality_mask(4, 4, 7).all()  # a window covering the grid
   with pytest.raises(ValueError, match='odd'):
-    layers.locality_mask(4, 4, 4)
+    transgan.locality_mask(4, 4, 4)
 
 
 def _attention_numpy(x, p, num_heads, mask=None):
@@ -73,12 +73,12 @@ def _attention_numpy(x, p, num_heads, mask=None):
 def test_grid_attention_matches_per_cell_softmax(grid_size, window):
   height, width, features, heads = 8, 8, 8, 2
   x = np.random.RandomState(0).normal(size=(2, height * width, features)).astype(np.float32)
-  module = layers.GridAttention(heads, grid_size, window)
+  module = transgan.GridAttention(heads, grid_size, window)
   variables = module.init(jax.random.PRNGKey(0), x, height, width)
   out = np.asarray(module.apply(variables, x, height, width))
   p = jax.tree.map(np.asarray, variables['params'])
   cell = grid_size or height
-  mask = layers.locality_mask(cell, cell, window) if window else None
+  mask = transgan.locality_mask(cell, cell, window) if window else None
   tokens = x.reshape(2, height, width, features)
   for b in range(2):
     for cy in range(0, height, cell):

@@ -10,17 +10,52 @@ Differences: Xavier / equalized init instead of orthogonal; SLN is layers.SelfMo
 D's 5x5 map of patch logits is averaged to one logit per image.
 """
 
+import math
 from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vitgan_jax.models import conv as conv_layers
 from vitgan_jax.models import layers
 
 NORMS = ('layer', 'batch', 'none')
 OUTPUT_ACTIVATIONS = ('none', 'tanh')
 START_GRID = 8  # G's first token grid is 8x8 at every resolution [LadaGAN model.py]
+
+
+class LinearAdditiveAttention(nn.Module):
+  """LadaGAN's linear additive attention (after Fastformer): no token x token matrix.
+
+  Per head h: alpha = softmax_n(w_h . q_n / sqrt(d)) over the N tokens, one global query
+  g = sum_n alpha_n q_n, and output token n = W_o (g * k_n * v_n) (elementwise). Cost O(N d).
+  Returns (B, N, D); with `return_weights`, also alpha as (B, heads, N).
+  """
+  num_heads: int
+  equalized: bool = False
+  dtype: Optional[Any] = None
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, return_weights: bool = False):
+    features = x.shape[-1]
+    if features % self.num_heads:
+      raise ValueError(f'num_heads={self.num_heads} does not divide width={features}')
+    head_dim = features // self.num_heads
+    dense = lambda n, name: layers.EqualDense(  # noqa: E731
+        n, equalized=self.equalized, dtype=self.dtype, name=name)
+    split = lambda t: t.reshape(t.shape[:-1] + (self.num_heads, head_dim))  # noqa: E731
+    q = dense(features, 'query')(x)
+    k = dense(features, 'key')(x)
+    v = dense(features, 'value')(x)
+    logits = dense(self.num_heads, 'query_attention')(q).astype(jnp.float32)  # (B, N, heads)
+    alpha = jax.nn.softmax(logits / math.sqrt(head_dim), axis=1)
+    global_q = jnp.einsum('bnh,bnhd->bhd', alpha, split(q).astype(jnp.float32))
+    out = global_q[:, None].astype(q.dtype) * split(k) * split(v)
+    out = dense(features, 'out')(out.reshape(out.shape[:-2] + (features,)))
+    if return_weights:
+      return out, jnp.transpose(alpha, (0, 2, 1))
+    return out
 
 
 def feature_norm(module: nn.Module, x: jnp.ndarray, kind: str, name: str,
@@ -62,7 +97,7 @@ class Ladaformer(nn.Module):
         return layers.SelfModulatedLayerNorm(self.eps, name=name)(x, z)
       return nn.LayerNorm(epsilon=self.eps, dtype=jnp.float32, name=name)(x).astype(x.dtype)
 
-    h = h + layers.LinearAdditiveAttention(self.num_heads, dtype=self.dtype,
+    h = h + LinearAdditiveAttention(self.num_heads, dtype=self.dtype,
                                            name='attention')(norm(h, 'norm1'))
     out = layers.MlpBlock(self.mlp_dim, equalized=False, dtype=self.dtype,
                           name='mlp')(norm(h, 'norm2'))
@@ -112,10 +147,10 @@ class LadaGANGenerator(nn.Module):
                           name='input')(z).reshape(batch, side * side, self.widths[0])
     for stage, width in enumerate(self.widths):
       if stage:
-        grid = layers.pixel_shuffle(h.reshape(batch, side, side, -1), 2)
+        grid = conv_layers.pixel_shuffle(h.reshape(batch, side, side, -1), 2)
         side *= 2
-        grid = layers.EqualConv2D(width, 3, equalized=False, dtype=self.dtype,
-                                  name=f'conv{stage}')(grid)
+        grid = conv_layers.EqualConv2D(width, 3, equalized=False, dtype=self.dtype,
+                                       name=f'conv{stage}')(grid)
         h = grid.reshape(batch, side * side, width)
       pos = self.param(f'pos_embed{stage}', nn.initializers.normal(0.02), (1, side * side, width))
       h = (h + pos).astype(dtype)
@@ -123,9 +158,9 @@ class LadaGANGenerator(nn.Module):
                      dtype=self.dtype, name=f'block{stage}')(h, z)
     grid = h.reshape(batch, side, side, -1)
     if factor > 1:
-      grid = layers.pixel_shuffle(grid, factor)
-    images = layers.EqualConv2D(self.channels, 3, equalized=False, dtype=self.dtype,
-                                name='to_rgb')(grid).astype(jnp.float32)
+      grid = conv_layers.pixel_shuffle(grid, factor)
+    images = conv_layers.EqualConv2D(self.channels, 3, equalized=False, dtype=self.dtype,
+                                     name='to_rgb')(grid).astype(jnp.float32)
     return jnp.tanh(images) if self.output_activation == 'tanh' else images
 
 
@@ -138,7 +173,7 @@ class DownBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    conv = lambda k, s, name: layers.EqualConv2D(  # noqa: E731
+    conv = lambda k, s, name: conv_layers.EqualConv2D(  # noqa: E731
         self.features, k, use_bias=False, strides=s, equalized=False, dtype=self.dtype,
         name=name)
     act = lambda t: nn.leaky_relu(t, 0.2)  # noqa: E731
@@ -179,7 +214,7 @@ class LadaGANDiscriminator(nn.Module):
   def __call__(self, images, train: bool = False):
     side = self.validate()
     dtype = self.dtype or jnp.float32
-    conv = lambda f, k, name, **kw: layers.EqualConv2D(  # noqa: E731
+    conv = lambda f, k, name, **kw: conv_layers.EqualConv2D(  # noqa: E731
         f, k, equalized=False, dtype=self.dtype, name=name, **kw)
     x = nn.leaky_relu(conv(self.enc_widths[0], 3, 'input', use_bias=False)(images.astype(dtype)),
                       0.2)
@@ -189,7 +224,7 @@ class LadaGANDiscriminator(nn.Module):
     pos = self.param('pos_embed', nn.initializers.normal(0.02), (1, side * side, width))
     h = x.reshape(batch, side * side, width) + pos.astype(x.dtype)
     h = Ladaformer(self.num_heads, self.mlp_dim, dtype=self.dtype, name='block')(h)
-    x = layers.pixel_unshuffle(h.reshape(batch, side, side, width), 2)
+    x = conv_layers.pixel_unshuffle(h.reshape(batch, side, side, width), 2)
     x = conv(self.out_widths[0], 3, 'conv_out')(x)
     x = nn.leaky_relu(conv(self.out_widths[1], 1, 'head0', use_bias=False)(x), 0.2)
     x = conv(1, self.head_kernel, 'head1', use_bias=False, padding='VALID')(x)

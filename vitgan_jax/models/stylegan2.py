@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vitgan_jax.models import conv as conv_layers
 from vitgan_jax.models import layers
 
 NOISE_MODES = ('random', 'const', 'none')
@@ -63,8 +64,8 @@ class SynthesisLayer(nn.Module):
   @nn.compact
   def __call__(self, x, w, noise):
     if self.up:
-      x = layers.upsample_2x(x)  # commutes with the per-input-channel modulation
-    x = layers.ModulatedConv2D(self.features, 3, dtype=self.dtype, name='conv')(x, w)
+      x = conv_layers.upsample_2x(x)  # commutes with the per-input-channel modulation
+    x = conv_layers.ModulatedConv2D(self.features, 3, dtype=self.dtype, name='conv')(x, w)
     if noise is not None:
       strength = self.param('noise_strength', nn.initializers.zeros, ())
       x = x + (noise * strength).astype(x.dtype)
@@ -79,8 +80,8 @@ class ToRGB(nn.Module):
 
   @nn.compact
   def __call__(self, x, w):
-    y = layers.ModulatedConv2D(self.channels, 1, demodulate=False, dtype=self.dtype,
-                               name='conv')(x, w)
+    y = conv_layers.ModulatedConv2D(self.channels, 1, demodulate=False, dtype=self.dtype,
+                                    name='conv')(x, w)
     return y + self.param('bias', nn.initializers.zeros, (self.channels,)).astype(y.dtype)
 
 
@@ -133,8 +134,8 @@ class StyleGAN2Generator(nn.Module):
       res = 2 ** level
       x = layer(ch(res), f'b{res}_conv0', up=True)(x, w, noise[2 * level - 5])
       x = layer(ch(res), f'b{res}_conv1')(x, w, noise[2 * level - 4])
-      img = layers.upsample_2x(img) + ToRGB(self.channels, self.dtype,
-                                            name=f'b{res}_torgb')(x, w).astype(jnp.float32)
+      img = conv_layers.upsample_2x(img) + ToRGB(self.channels, self.dtype,
+                                                 name=f'b{res}_torgb')(x, w).astype(jnp.float32)
     return jnp.tanh(img) if self.output_activation == 'tanh' else img
 
 
@@ -162,7 +163,7 @@ class StyleGAN2Discriminator(nn.Module):
   def __call__(self, images, train: bool = False):
     log2 = self.validate()
     ch = lambda r: channels_at(r, self.channel_base, self.channel_max)  # noqa: E731
-    conv = lambda f, k, name, **kw: layers.EqualConv2D(  # noqa: E731
+    conv = lambda f, k, name, **kw: conv_layers.EqualConv2D(  # noqa: E731
         f, k, dtype=self.dtype, name=name, **kw)
     act = layers.leaky_relu_gain
     x = act(conv(ch(self.image_size), 1, 'fromrgb')(images.astype(self.dtype or jnp.float32)))
@@ -174,7 +175,7 @@ class StyleGAN2Discriminator(nn.Module):
         skip = conv(ch(res // 2), 1, f'b{res}_skip', use_bias=False, down=True)(x)
         y = (skip + y) * math.sqrt(0.5)
       x = y
-    x = layers.minibatch_stddev(x, self.mbstd_group_size, self.mbstd_num_channels)
+    x = conv_layers.minibatch_stddev(x, self.mbstd_group_size, self.mbstd_num_channels)
     x = act(conv(ch(4), 3, 'b4_conv')(x))
     x = act(layers.EqualDense(ch(4), dtype=self.dtype, name='b4_fc')(x.reshape(x.shape[0], -1)))
     return layers.EqualDense(1, dtype=self.dtype, name='b4_out')(x)[:, 0].astype(jnp.float32)

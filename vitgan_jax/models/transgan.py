@@ -15,11 +15,85 @@ NeurIPS code.
 from typing import Any, Optional, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+import numpy as np
 
-from vitgan_jax.models import layers
+from vitgan_jax.models import conv, layers
 
 OUTPUT_ACTIVATIONS = ('tanh', 'none')
+
+
+def locality_mask(height: int, width: int, window: int) -> np.ndarray:
+  """TransGAN's locality-aware attention mask over a row-major height x width token grid.
+
+  mask[q, k] is true where key k lies in the window x window square centred on query q
+  (`window` odd; clipped at the border). window 0 allows everything. TransGAN grows the window
+  during training until attention is global; here the window is a static config value.
+  """
+  if window < 0 or (window and window % 2 == 0):
+    raise ValueError(f'locality window={window} must be 0 (off) or odd')
+  if window == 0:
+    return np.ones((height * width, height * width), bool)
+  ys, xs = np.divmod(np.arange(height * width), width)
+  radius = window // 2
+  return ((np.abs(ys[:, None] - ys[None, :]) <= radius)
+          & (np.abs(xs[:, None] - xs[None, :]) <= radius))
+
+
+def grid_partition(x: jnp.ndarray, height: int, width: int, cell: int) -> jnp.ndarray:
+  """(B, H*W, C) row-major tokens -> (B * H/cell * W/cell, cell*cell, C) non-overlapping cells."""
+  b, _, c = x.shape
+  x = x.reshape(b, height // cell, cell, width // cell, cell, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(-1, cell * cell, c)
+
+
+def grid_merge(x: jnp.ndarray, height: int, width: int, cell: int) -> jnp.ndarray:
+  """Inverse of `grid_partition`: cells back to (B, H*W, C) row-major tokens."""
+  c = x.shape[-1]
+  x = x.reshape(-1, height // cell, width // cell, cell, cell, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(-1, height * width, c)
+
+
+class GridAttention(nn.Module):
+  """Multi-head dot-product self-attention over an H x W token grid (TransGAN's generator).
+
+  grid_size g > 0: grid self-attention, each token attends only within its g x g cell of a
+  non-overlapping partition, costing H*W*g^2 instead of (H*W)^2. window w > 0: a locality mask
+  (`locality_mask`) within the attended region. Both 0: full attention.
+  """
+  num_heads: int
+  grid_size: int = 0
+  window: int = 0
+  qkv_bias: bool = False
+  equalized: bool = False
+  dtype: Optional[Any] = None
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, height: int, width: int) -> jnp.ndarray:
+    features = x.shape[-1]
+    if features % self.num_heads:
+      raise ValueError(f'num_heads={self.num_heads} does not divide width={features}')
+    cell = self.grid_size if 0 < self.grid_size < max(height, width) else 0
+    if cell and (height % cell or width % cell):
+      raise ValueError(f'grid_size={cell} does not tile the {height}x{width} token grid')
+    h = grid_partition(x, height, width, cell) if cell else x
+    region = (cell, cell) if cell else (height, width)
+    head_dim = features // self.num_heads
+    dense = lambda n, name, bias: layers.EqualDense(  # noqa: E731
+        n, use_bias=bias, equalized=self.equalized, dtype=self.dtype, name=name)
+    split = lambda t: t.reshape(t.shape[:-1] + (self.num_heads, head_dim))  # noqa: E731
+    q = split(dense(features, 'query', self.qkv_bias)(h))
+    k = split(dense(features, 'key', self.qkv_bias)(h))
+    v = split(dense(features, 'value', self.qkv_bias)(h))
+    mask = None
+    if self.window:
+      mask = jnp.asarray(locality_mask(*region, self.window))[None, None]
+    out = jax.nn.dot_product_attention(q, k, v, mask=mask)
+    out = out.reshape(out.shape[:-2] + (features,))
+    if cell:
+      out = grid_merge(out, height, width, cell)
+    return dense(features, 'out', True)(out)
 
 
 def _layer_norm(name):
@@ -36,7 +110,7 @@ class GeneratorBlock(nn.Module):
 
   @nn.compact
   def __call__(self, h, height: int, width: int):
-    attention = layers.GridAttention(self.num_heads, self.grid_size, self.window,
+    attention = GridAttention(self.num_heads, self.grid_size, self.window,
                                      dtype=self.dtype, name='attention')
     h = h + attention(_layer_norm('norm1')(h).astype(h.dtype), height, width)
     mlp = layers.MlpBlock(self.mlp_dim, equalized=False, dtype=self.dtype, name='mlp')
@@ -74,7 +148,7 @@ class TransGANGenerator(nn.Module):
       raise ValueError(f'model.generator.width={self.width} must stay divisible by num_heads='
                        f'{self.num_heads} after {stages - 1} pixel shuffles (/4 each)')
     for window in self.locality_windows:
-      layers.locality_mask(1, 1, window)  # raises on an even window
+      locality_mask(1, 1, window)  # raises on an even window
     return self.image_size // scale
 
   @nn.compact
@@ -101,7 +175,7 @@ class TransGANGenerator(nn.Module):
       if stage:
         grid = h.reshape(h.shape[0], side, side, width)
         side, width = side * 2, width // 4
-        h = layers.pixel_shuffle(grid, 2).reshape(h.shape[0], side * side, width)
+        h = conv.pixel_shuffle(grid, 2).reshape(h.shape[0], side * side, width)
       pos = self.param(f'pos_embed{stage}', nn.initializers.normal(0.02), (1, side * side, width))
       h = (h + pos).astype(dtype)
       for i in range(depth):

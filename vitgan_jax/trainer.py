@@ -1,27 +1,31 @@
-"""The training loop: data in, jitted steps, logs, sample grids, checkpoints, FID, preemption.
+"""The training loop, `train_and_evaluate`: data in, jitted steps, logs, grids, checkpoints, FID.
 
-Everything with side effects lives here; the step itself is the pure `train.make_train_step`.
+Everything with side effects lives here; the step itself is the pure `train.make_train_step`,
+the networks and optimizers the `GAN` value.
 Rerunning with the same workdir resumes from the newest readable checkpoint. SIGTERM (one
 host) or JAX's preemption sync point (several hosts) finishes the step, saves and returns.
 Every input is checked before anything is written, so a bad one leaves the workdir as it was.
 """
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import os
 import signal
 import time
+from typing import Any, Callable, Optional
 
 import jax
 import numpy as np
 from absl import logging
-from clu import metric_writers, periodic_actions
 from jax.experimental import multihost_utils
 
-from vitgan_jax import checkpoint, curves as curves_lib, errors, health, input_pipeline, sample
-from vitgan_jax import sharding, train
+from vitgan_jax import checkpoint, curves as curves_lib, errors, health, images, input_pipeline
+from vitgan_jax import run_record, sharding, train
 from vitgan_jax import workdir as workdir_lib
+from vitgan_jax.evaluation import train_eval
+from vitgan_jax.gan import GAN
 
 NonFiniteError = errors.NonFiniteError
 
@@ -81,57 +85,47 @@ class PreemptionWatch:
       signal.signal(signal.SIGTERM, self._previous_handler)
 
 
-def _build(config, mesh):
-  """Models, optimizers and the jitted step; config mistakes become one-line ConfigErrors."""
+def _build(config, gan: GAN, mesh):
+  """The jitted step; config mistakes become one-line ConfigErrors."""
   try:
-    generator, discriminator = train.create_models(config)
-    g_tx, d_tx = train.create_optimizers(config)
-    step_fn = train.make_train_step(config, generator, discriminator, g_tx, d_tx, mesh)
+    step_fn = train.make_train_step(config, gan, mesh)
   except (ValueError, KeyError) as e:
     raise errors.ConfigError(f'config: {e}') from e
-  return generator, discriminator, g_tx, d_tx, train.jit_train_step(step_fn, mesh)
+  return train.jit_train_step(step_fn, mesh)
 
 
-def _open_data(config, batch_size: int, start_step: int, arrays):
+def _open_data(config, data: input_pipeline.Data, start_step: int):
   """The batch iterator from `start_step`, with its first batch read to surface data errors."""
   try:
-    data = input_pipeline.create_dataset(config, batch_size=batch_size,
-                                         seed=config.training.seed, start_step=start_step,
-                                         arrays=arrays)
-    first = next(data)
+    batches = data.batches(batch_size=config.training.batch_size, seed=config.training.seed,
+                           start_step=start_step)
+    first = next(batches)
   except Exception as e:  # pylint: disable=broad-except
     from_tf = type(e).__module__.startswith(('tensorflow', 'tensorflow_datasets'))
     if isinstance(e, (OSError, ValueError)) or from_tf:
       raise errors.DataError(f'dataset: {" ".join(str(e).split())}') from e
     raise
-  return itertools.chain([first], data)
+  return itertools.chain([first], batches)
 
 
-def _make_evaluator(config, generator, mesh, arrays):
-  """evaluator(state) -> {'fid': ..., ...} when eval.every_steps > 0, else None."""
+def _make_evaluator(config, gan: GAN, mesh, data, reference):
+  """evaluator(state) -> {'fid': ..., ...} when eval.every_steps/every_seconds > 0, else None."""
   if config.eval.every_steps <= 0 and config.eval.every_seconds <= 0:
     return None
-  try:
-    from vitgan_jax.evaluation import train_eval  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise errors.ConfigError(
-        f'eval.every_steps={config.eval.every_steps} needs vitgan_jax.evaluation.train_eval '
-        f'({e}); set --config.eval.every_steps=0 to train without FID') from e
-  return train_eval.make_evaluator(config, generator, mesh, arrays=arrays)
+  return train_eval.make_evaluator(config, gan, mesh, data=data, reference=reference)
 
 
-def _fixed_latents(config) -> jax.Array:
-  n = config.logging.sample_grid ** 2
-  return jax.random.normal(jax.random.PRNGKey(config.training.seed + 1),
-                           (n, config.model.generator.latent_dim))
+def fixed_latents(config, gan: GAN) -> jax.Array:
+  """The z of every sample grid of a run: logging.sample_grid**2 latents from seed + 1."""
+  return gan.latents(jax.random.PRNGKey(config.training.seed + 1), config.logging.sample_grid ** 2)
 
 
-def _write_grid(writer, workdir, config, sample_fn, state, z, step) -> None:
+def _write_grid(writer, workdir, config, sample, state, z, step) -> None:
   """An n x n grid of EMA samples from the fixed z: PNG in workdir/samples and TensorBoard."""
-  images = sample.to_uint8(jax.device_get(sample_fn(state, z)))
-  grid = sample.image_grid(images, config.logging.sample_grid)
+  grid = images.image_grid(np.asarray(jax.device_get(sample(state, z))),
+                           config.logging.sample_grid)
   if sharding.is_main_process():
-    sample.save_png(os.path.join(workdir, 'samples', f'step_{step:08d}.png'), grid)
+    images.save_png(os.path.join(workdir, 'samples', f'step_{step:08d}.png'), grid)
   writer.write_images(step, {'samples_ema': grid[None]})
 
 
@@ -144,32 +138,38 @@ def _announce_resume(workdir, ckpt, start_step, unreadable, differences) -> None
   for bad, why in unreadable:
     _say(f'warning: checkpoint step {bad} in {ckpt.directory} is unreadable ({why}); '
          f'falling back to step {start_step}.')
-  harmless = [d for d in differences if checkpoint.is_harmless(d[0])]
-  other = [d for d in differences if not checkpoint.is_harmless(d[0])]
-  changes = f' Config changes: {checkpoint.describe_differences(harmless)}.' if harmless else ''
+  harmless = [d for d in differences if run_record.is_harmless(d[0])]
+  other = [d for d in differences if not run_record.is_harmless(d[0])]
+  changes = f' Config changes: {run_record.describe_differences(harmless)}.' if harmless else ''
   _say(f'Resuming from {workdir} at step {start_step}.{changes}')
   if other:
     _say(f'warning: config changes that alter training since step {start_step} (allowed; '
          f'the run will differ from an uninterrupted one): '
-         f'{checkpoint.describe_differences(other)}')
+         f'{run_record.describe_differences(other)}')
 
 
-def run(config, workdir: str, *, arrays=None, writer=None, announce=False):
-  """Body of train.train_and_evaluate; returns the final TrainState.
+def train_and_evaluate(config, workdir: str, gan: GAN = None, *, data=None, reference=None,
+                       writer=None, announce: bool = False):
+  """Trains per `config` from scratch or from the latest checkpoint in `workdir`; the final state.
 
-  `arrays` (uint8 NHWC) feeds data.source 'arrays'; `writer` (a clu MetricWriter) replaces
-  the default TensorBoard + logging writer; `announce` says on stdout what the run trains on
-  and sums it up at the end (train_and_evaluate, hence vitgan-train, does; else only logged).
-  The workdir is locked (workdir.WorkdirLock) for the whole run.
+  `gan` defaults to GAN.from_config(config); `data` (an input_pipeline.Data) to the images
+  config.data names; `reference` (evaluation Stats of the training images, for FID) to the
+  cached statistics of `data`. `writer` (a clu MetricWriter) replaces the TensorBoard +
+  logging writer; `announce` says on stdout what the run trains on and sums it up at the end
+  (vitgan-train does; else only logged). The workdir is locked (workdir.WorkdirLock) for the
+  whole run. Writes TensorBoard events + stdout lines (losses, D outputs, regularizers, grad
+  norms, lrs, images/s), sample grids from a fixed z, checkpoints, and FID when enabled.
   """
   watch = PreemptionWatch()  # first: a SIGTERM during the slow setup and compile is kept
   lock = None
   try:
     _check_before_writing(config, workdir)
+    gan = gan if gan is not None else GAN.from_config(config)
+    data = data if data is not None else input_pipeline.Data(config)
     if sharding.is_main_process():
       lock = workdir_lib.WorkdirLock(workdir, config.checkpoint.get('lock_stale_hours', 24.0))
       lock.acquire(say=_say)
-    return _run(config, workdir, watch, arrays=arrays, writer=writer, announce=announce)
+    return _run(config, workdir, gan, data, reference, watch, writer=writer, announce=announce)
   finally:
     watch.close()
     if lock is not None:
@@ -178,19 +178,16 @@ def run(config, workdir: str, *, arrays=None, writer=None, announce=False):
 
 def _check_before_writing(config, workdir: str) -> None:
   """Config values and workdir problems that would otherwise fail after files were written."""
-  if config.training.batch_size < 1:
-    raise errors.ConfigError(f'training.batch_size={config.training.batch_size} must be at '
-                             'least 1 (and a multiple of the device count)')
+  sharding.check_batch_size(config.training.batch_size, sharding.create_mesh())
   workdir_lib.check_usable(workdir)
 
 
-def _run(config, workdir: str, watch, *, arrays, writer, announce):
-  """Setup, restore and training of `run`, with the workdir held."""
+def _run(config, workdir: str, gan: GAN, data, reference, watch, *, writer, announce):
+  """Setup, restore and training of `train_and_evaluate`, with the workdir held."""
   mesh = sharding.create_mesh()
   batch_size = config.training.batch_size
-  sharding.check_batch_size(batch_size, mesh)
-  generator, discriminator, g_tx, d_tx, train_step = _build(config, mesh)
-  template = checkpoint.template_state(config, generator, discriminator, g_tx, d_tx, mesh)
+  train_step = _build(config, gan, mesh)
+  template = gan.abstract_state(mesh)
   if sharding.is_main_process():
     partial = checkpoint.remove_partial_saves(workdir)
     if partial:
@@ -202,9 +199,9 @@ def _run(config, workdir: str, watch, *, arrays, writer, announce):
     state, start_step, unreadable = ckpt.restore_latest(template, config)
     resumed = start_step is not None
     start_step = int(start_step or 0)
-    data = _open_data(config, batch_size, start_step, arrays)
-    evaluator = _make_evaluator(config, generator, mesh, arrays)
-    differences = (checkpoint.config_differences(checkpoint.read_run_config(workdir), config)
+    batches = _open_data(config, data, start_step)
+    evaluator = _make_evaluator(config, gan, mesh, data, reference)
+    differences = (run_record.config_differences(run_record.read(workdir), config)
                    if resumed else [])
     if resumed:
       _announce_resume(workdir, ckpt, start_step, unreadable, differences)
@@ -213,37 +210,57 @@ def _run(config, workdir: str, watch, *, arrays, writer, announce):
       moved_to = ckpt.move_aside(steps)
       _say(f'Moved unreadable checkpoint(s) {steps} to {moved_to}.' if moved_to
            else f'Deleted unreadable checkpoint(s) {steps} (they could not be moved aside).')
-    checkpoint.write_run_config(workdir, config, start_step if resumed else None, differences)
-    state = state if resumed else jax.jit(
-        lambda r: train.create_train_state(config, r, generator, discriminator, g_tx, d_tx),
-        out_shardings=sharding.replicated(mesh))(jax.random.PRNGKey(config.training.seed))
-    _tell(f'Training on {input_pipeline.describe(config, arrays)}; global batch {batch_size}, '
+    run_record.write(workdir, config, start_step if resumed else None, differences)
+    state = state if resumed else gan.init_on(mesh, config.training.seed)
+    _tell(f'Training on {data.describe()}; global batch {batch_size}, '
           f'steps {start_step:,} -> {config.training.num_steps:,}.', announce)
-    state = _train(config, workdir, state, start_step, data, train_step, generator, evaluator,
-                   ckpt, watch, writer, mesh, fresh=not resumed, discriminator=discriminator,
-                   announce=announce)
+    run = _Run(config=config, workdir=workdir, gan=gan, mesh=mesh, step_fn=train_step,
+               evaluator=evaluator, ckpt=ckpt, watch=watch, writer=writer, announce=announce)
+    state = _train(run, state, start_step, batches, fresh=not resumed)
   finally:
     ckpt.wait()  # a pending save of a good state completes even when the run stops on an error
     ckpt.close()
   return state
 
 
-def _train(config, workdir, state, start_step, data, train_step, generator, evaluator, ckpt,
-           watch, writer, mesh, fresh, discriminator, announce=False):
+@dataclasses.dataclass
+class _Run:
+  """What the steps of one run share, set up by `_run`."""
+  config: Any
+  workdir: str
+  gan: GAN
+  mesh: Any
+  step_fn: Callable
+  evaluator: Optional[Callable]
+  ckpt: checkpoint.Checkpointer
+  watch: PreemptionWatch
+  writer: Any
+  announce: bool
+
+
+def _hparams(config) -> dict:
+  """The config as TensorBoard hparams: dotted keys, scalars as they are, the rest as JSON."""
+  return {k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v)
+          for k, v in run_record.flatten(config.to_dict()).items()}
+
+
+def _train(run: _Run, state, start_step, data, fresh):
   """The steps from start_step to training.num_steps, or until preempted."""
+  config, workdir, evaluator, ckpt, watch = (run.config, run.workdir, run.evaluator, run.ckpt,
+                                             run.watch)
+  train_step, mesh, announce = run.step_fn, run.mesh, run.announce
   main_process = sharding.is_main_process()
-  writer = writer or metric_writers.create_default_writer(workdir, just_logging=not main_process)
+  writer = run.writer or default_writer(workdir)
   if main_process and fresh:
-    writer.write_hparams(_flatten(config.to_dict()))
+    writer.write_hparams(_hparams(config))
   batch_size, num_steps = config.training.batch_size, config.training.num_steps
   log_every, ckpt_every = config.logging.every_steps, config.checkpoint.every_steps
   sample_every, eval_every = config.logging.sample_every_steps, config.eval.every_steps
   poison_step = config.training.get('debug_poison_step', -1)
-  sample_fn = train.sample_fn(generator)
-  z_fixed = _fixed_latents(config)
-  health_fn, alarm = _make_health(config, generator, discriminator)
-  report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer,
-                                           every_steps=log_every)
+  sample = run.gan.sampler()
+  z_fixed = fixed_latents(config, run.gan)
+  health_fn, alarm = _make_health(config, run.gan)
+  report = ReportProgress(writer, log_every)
   clock = TrainClock()
   max_seconds = config.training.max_train_seconds
   eval_every_s = config.eval.every_seconds
@@ -301,7 +318,7 @@ def _train(config, workdir, state, start_step, data, train_step, generator, eval
       curves.add(step, step * batch_size, scalars)
     with clock.pause():
       if sample_every and (step % sample_every == 0 or step == num_steps):
-        _write_grid(writer, workdir, config, sample_fn, state, z_fixed, step)
+        _write_grid(writer, workdir, config, sample, state, z_fixed, step)
       if step % ckpt_every == 0 or step == num_steps:
         _check_finite(state, ckpt)
         ckpt.save(step, state)
@@ -336,6 +353,37 @@ def _summary(config, workdir, ckpt, step, start_step, wall_s, train_s, last, las
           f'({train_s:.0f} s training). Last: {losses or "no losses logged"}{fid}. {where}')
 
 
+def default_writer(workdir: str):
+  """clu's TensorBoard + logging writer (events from the main process only).
+
+  clu (hence TensorFlow) is imported here, not with the module: a caller that brings its own
+  writer (a notebook, bench/learning_curve.py) trains without either installed.
+  """
+  from clu import metric_writers  # pylint: disable=g-import-not-at-top
+  return metric_writers.create_default_writer(workdir,
+                                              just_logging=not sharding.is_main_process())
+
+
+class ReportProgress:
+  """Writes 'steps_per_sec' and 'uptime' every `every_steps` steps (as clu's ReportProgress)."""
+
+  def __init__(self, writer, every_steps: int):
+    self._writer, self._every = writer, every_steps
+    self._start = time.time()
+    self._last = None  # (time, step) of the last report, or of the first step seen
+
+  def __call__(self, step: int) -> None:
+    now = time.time()
+    if self._last is None:
+      self._last = (now, step)
+      return
+    if step % self._every == 0:
+      seconds, steps = now - self._last[0], step - self._last[1]
+      self._writer.write_scalars(step, {'steps_per_sec': steps / max(seconds, 1e-9),
+                                        'uptime': now - self._start})
+      self._last = (now, step)
+
+
 class TrainClock:
   """Seconds spent training: wall time less compiling, evaluations, sample grids and saves."""
 
@@ -355,11 +403,11 @@ class TrainClock:
       self._paused += time.time() - began
 
 
-def _make_health(config, generator, discriminator):
+def _make_health(config, gan: GAN):
   """(health_fn, StallAlarm), or (None, None) with logging.health off."""
   if not config.logging.health:
     return None, None
-  fn = health.make_health_fn(generator, discriminator, config.model.generator.latent_dim,
+  fn = health.make_health_fn(gan.generator, gan.discriminator, gan.latent_dim,
                              config.logging.health_examples)
   alarm = health.StallAlarm(config.logging.stall_max_gap, config.logging.stall_max_sensitivity,
                             config.logging.stall_patience)
@@ -426,13 +474,3 @@ def _check_finite(state, ckpt) -> None:
             else 'no checkpoint was written')
     raise NonFiniteError(f'non-finite {what} at step {bad_step}; stopped without saving, '
                          f'{kept}')
-
-
-def _flatten(d, prefix=''):
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f'{prefix}{k}.'))
-    else:
-      out[f'{prefix}{k}'] = v if isinstance(v, (int, float, str, bool)) else json.dumps(v)
-  return out
