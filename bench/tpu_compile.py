@@ -20,13 +20,11 @@ import argparse
 import datetime
 import json
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import vitgan_jax  # noqa: F401  # pylint: disable=g-import-not-at-top,wrong-import-position,unused-import  # first: quiet libtpu (tpu_env)
-from bench import common  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vitgan_jax import errors, tpu_compile  # pylint: disable=g-import-not-at-top,wrong-import-position
+import vitgan_jax  # noqa: F401  # pylint: disable=unused-import  # first: quiet libtpu (tpu_env)
+from bench import common  # pylint: disable=g-bad-import-order
+from vitgan_jax import errors, tpu_compile
 
 CONFIGS = ('configs/vitgan_cifar10.py', 'configs/vitgan_celeba64.py',
            'configs/vitgan_lsun_bedroom64.py', 'configs/stylegan2_cifar10.py',

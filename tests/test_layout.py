@@ -16,13 +16,13 @@ PACKAGE = 'vitgan_jax'
 # Lowest first. A module may import modules of its own layer or of the layers before it.
 LAYERS = (
     ('foundation', ('errors', 'images', 'sharding', 'workdir', 'curves', 'losses', 'augment',
-                    'run_record', 'checkpoint', 'input_pipeline')),
+                    'run_record', 'checkpoint', 'input_pipeline', 'tpu_env', 'tpu_specs')),
     ('models', ('models', 'models.*')),
     ('evaluation', ('evaluation', 'evaluation.inception', 'evaluation.weights',
                     'evaluation.metrics', 'evaluation.features')),
     ('gan', ('gan', 'health')),
     ('training step and evaluator', ('train', 'evaluation.train_eval')),
-    ('programs', ('trainer', 'inference')),
+    ('programs', ('trainer', 'inference', 'tpu_compile')),
     ('entry points', ('main', '')),  # '' is vitgan_jax/__init__.py
 )
 
