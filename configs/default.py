@@ -50,6 +50,7 @@ def get_discriminator_config():
   d.spectral_norm = 'isn'     # 'isn' [T] | 'sn' | 'none'
   d.power_iterations = 1      # per training step [code]
   d.qk_init_scale = 0.1       # small tied q/k init so L2 attention starts near uniform (PAPER.md Sec. 6)
+  d.learned_temperature = False  # per-head learnable logit scale tau ([code]); see layers.Attention
   d.final_norm = True         # LayerNorm on the class token before the head (ViT)
   return d
 

@@ -5,6 +5,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from configs import smoke
 from vitgan_jax import health
@@ -24,10 +25,15 @@ def _softmax(x):
   return e / e.sum(-1, keepdims=True)
 
 
-def test_attention_maps_sown_equal_the_l2_attention_written_out():
+@pytest.mark.parametrize('log_tau', [None, (0.04, -0.07)])
+def test_attention_maps_sown_equal_the_l2_attention_written_out(log_tau):
   x = np.random.RandomState(0).normal(size=(2, 5, 8)).astype(np.float32)
-  module = layers.Attention(2, 'l2', qk_init_scale=1.0)
+  module = layers.Attention(2, 'l2', qk_init_scale=1.0, learned_temperature=log_tau is not None)
   variables = module.init(jax.random.PRNGKey(1), x)
+  tau = np.ones(2)
+  if log_tau is not None:  # tau_h = exp(temperature_lr_mul * t_h)
+    variables = {'params': {**variables['params'], 'log_temperature': jnp.asarray(log_tau)}}
+    tau = np.exp(module.temperature_lr_mul * np.asarray(log_tau))
   _, sown = module.apply(variables, x, mutable=[layers.DIAGNOSTICS])
   probs = np.asarray(sown[layers.DIAGNOSTICS]['attention_probs'][0])  # (B, H, Q, K)
   w = np.asarray(variables['params']['query_key']['kernel']) / math.sqrt(8)
@@ -35,7 +41,9 @@ def test_attention_maps_sown_equal_the_l2_attention_written_out():
     q = (x[b] @ w).reshape(5, 2, 4)
     for h in range(2):
       d2 = ((q[:, None, h] - q[None, :, h]) ** 2).sum(-1)
-      np.testing.assert_allclose(probs[b, h], _softmax(-d2 / 2.0), rtol=1e-4, atol=1e-6)
+      np.testing.assert_allclose(probs[b, h], _softmax(-tau[h] * d2 / 2.0), rtol=1e-4, atol=1e-6)
+  if log_tau is not None:
+    np.testing.assert_allclose(sown[layers.DIAGNOSTICS]['temperature'][0], tau.mean(), rtol=1e-5)
 
 
 def test_attention_stats_match_numpy():

@@ -6,7 +6,8 @@ slice of the batch and on clean (un-augmented) images:
 - `d_gap`: mean D(real) - mean D(G(z)) (live G);
 - `d_sensitivity`: mean over real images of ||grad_x D(x)||, D's input sensitivity;
 - per attention block, `attn_entropy` (mean row entropy / log(tokens): 1 uniform, 0 one-hot)
-  and `attn_cls_to_patches` (attention mass from the class token to the patch tokens);
+  and `attn_cls_to_patches` (attention mass from the class token to the patch tokens), and
+  `attn_temperature` (mean tau over heads) where the temperature is learned;
 - per spectrally normalized layer, `sigma_ratio` = sigma(W) / sigma(W_init) ('isn') or
   `sigma` = sigma(W) ('sn').
 `StallAlarm` turns a run of intervals with a blind D into one warning line.
@@ -63,6 +64,8 @@ def make_health_fn(generator, discriminator, latent_dim: int,
     for where, probs in _sown(sown, 'attention_probs').items():
       for stat, value in _attention_stats(probs, has_cls).items():
         out[f'{stat}/{where}'] = value
+    for where, value in _sown(sown, 'temperature').items():
+      out[f'attn_temperature/{where}'] = value
     for where, value in _sown(sown, 'sigma_ratio').items():
       out[f'sigma_ratio/{where}'] = value
     if not any(k.startswith('sigma_ratio/') for k in out):
@@ -76,7 +79,8 @@ def make_health_fn(generator, discriminator, latent_dim: int,
 def summary(scalars: Dict[str, float]) -> Dict[str, float]:
   """The per-layer diagnostics reduced to a few numbers for the one-line stdout report."""
   out = {}
-  for prefix in ('attn_entropy', 'attn_cls_to_patches', 'sigma_ratio', 'sigma'):
+  for prefix in ('attn_entropy', 'attn_cls_to_patches', 'attn_temperature', 'sigma_ratio',
+                 'sigma'):
     values = [v for k, v in scalars.items() if k.startswith(prefix + '/')]
     if values:
       out[f'{prefix}_min'] = float(np.min(values))

@@ -79,14 +79,23 @@ def _softmax(x):
   return e / e.sum()
 
 
-@pytest.mark.parametrize('kind', ['l2', 'dot'])
-def test_attention_equals_plain_loop(kind):
+@pytest.mark.parametrize('kind,learned_temperature',
+                         [('l2', False), ('dot', False), ('l2', True), ('dot', True)])
+def test_attention_equals_plain_loop(kind, learned_temperature):
   batch, tokens, width, heads = 2, 5, 8, 2
   dh = width // heads
-  module = layers.Attention(heads, kind, qk_init_scale=1.0)
+  module = layers.Attention(heads, kind, qk_init_scale=1.0,
+                            learned_temperature=learned_temperature, temperature_lr_mul=10.0)
   x = np.random.RandomState(0).normal(size=(batch, tokens, width)).astype(np.float32)
   variables = module.init(jax.random.PRNGKey(0), x)
-  p = jax.tree.map(np.asarray, variables['params'])
+  tau = np.ones(heads)
+  if learned_temperature:  # a trained-looking log temperature per head: tau = exp(10 t)
+    assert np.all(np.asarray(variables['params']['log_temperature']) == 0)  # tau = 1 at init
+    t = np.array([0.05, -0.08], np.float32)
+    variables = {'params': {**variables['params'], 'log_temperature': jnp.asarray(t)}}
+    tau = np.exp(10.0 * t)
+  p = jax.tree.map(np.asarray, {k: v for k, v in variables['params'].items()
+                                if k != 'log_temperature'})
   eq = 1.0 / math.sqrt(width)  # equalized-LR runtime scale
   if kind == 'l2':
     assert set(p) == {'query_key', 'value', 'out'}  # W_q and W_k are one parameter
@@ -111,7 +120,7 @@ def test_attention_equals_plain_loop(kind):
             logits[j] = -np.sum((q[i, sl] - k[j, sl]) ** 2) / math.sqrt(dh)
           else:
             logits[j] = np.dot(q[i, sl], k[j, sl]) / math.sqrt(dh)
-        attn = _softmax(logits)
+        attn = _softmax(tau[h] * logits)
         concat[i, sl] = sum(attn[j] * v[j, sl] for j in range(tokens))
     expected[b] = concat @ wo + bo
   np.testing.assert_allclose(module.apply(variables, x), expected, rtol=1e-4, atol=1e-5)

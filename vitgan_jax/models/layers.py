@@ -253,6 +253,9 @@ class Attention(nn.Module):
   L2 attention (Kim et al. 2021, used by ViTGAN's discriminator): logits = -||x W_q - x W_q||^2
   / sqrt(d_head) with one shared projection for queries and keys (no bias: it would cancel).
   Both run through jax.nn.dot_product_attention, which can dispatch to a fused kernel.
+  `learned_temperature` multiplies each head's logits by tau_h = exp(lr_mul * t_h), t_h = 0 at
+  init ([code]'s learnable tau, PAPER.md Sec. 1): under ISN the tied W_qk keeps its initial
+  spectral norm, so without tau the small qk_init_scale would fix the attention near uniform.
   """
   num_heads: int
   kind: str = 'dot'
@@ -260,6 +263,8 @@ class Attention(nn.Module):
   power_iterations: int = 1
   equalized: bool = True
   qk_init_scale: float = 1.0
+  learned_temperature: bool = False
+  temperature_lr_mul: float = 10.0
   dtype: Optional[Dtype] = None
 
   @nn.compact
@@ -283,11 +288,18 @@ class Attention(nn.Module):
       q = split(dense(width, 'query', init_scale=self.qk_init_scale)(x, train))
       k = split(dense(width, 'key', init_scale=self.qk_init_scale)(x, train))
       bias, scale = None, 1.0 / math.sqrt(head_dim)
+    if self.learned_temperature:  # tau * (scale q.k + bias), with q scaled after k was taken
+      log_tau = self.param('log_temperature', nn.initializers.zeros, (self.num_heads,))
+      tau = jnp.exp(log_tau * self.temperature_lr_mul)
+      q = q * tau[:, None].astype(q.dtype)
+      bias = None if bias is None else bias * tau[None, :, None, None].astype(bias.dtype)
     out = jax.nn.dot_product_attention(q, k, v, bias=bias, scale=scale)
     if self.is_mutable_collection(DIAGNOSTICS):  # the maps, for health.py only (B, H, Q, K)
       logits = jnp.einsum('bqhd,bkhd->bhqk', q, k).astype(jnp.float32) * scale
       self.sow(DIAGNOSTICS, 'attention_probs',
                jax.nn.softmax(logits if bias is None else logits + bias, axis=-1))
+      if self.learned_temperature:
+        self.sow(DIAGNOSTICS, 'temperature', jnp.mean(tau))
     out = out.reshape(out.shape[:-2] + (width,))
     return dense(width, 'out')(out, train)
 

@@ -23,6 +23,7 @@ class DiscriminatorBlock(nn.Module):
   spectral_norm: str = 'isn'
   power_iterations: int = 1
   qk_init_scale: float = 1.0
+  learned_temperature: bool = False
   dtype: Optional[Any] = None
 
   @nn.compact
@@ -30,8 +31,8 @@ class DiscriminatorBlock(nn.Module):
     ln = lambda name: nn.LayerNorm(epsilon=1e-6, dtype=jnp.float32, name=name)  # noqa: E731
     h = h + layers.Attention(
         self.num_heads, self.attention, self.spectral_norm, self.power_iterations,
-        qk_init_scale=self.qk_init_scale, dtype=self.dtype,
-        name='attention')(ln('norm1')(h).astype(h.dtype), train)
+        qk_init_scale=self.qk_init_scale, learned_temperature=self.learned_temperature,
+        dtype=self.dtype, name='attention')(ln('norm1')(h).astype(h.dtype), train)
     h = h + layers.MlpBlock(self.mlp_dim, self.spectral_norm, self.power_iterations,
                             dtype=self.dtype, name='mlp')(ln('norm2')(h).astype(h.dtype), train)
     return h
@@ -50,6 +51,7 @@ class ViTDiscriminator(nn.Module):
   spectral_norm: str = 'isn'
   power_iterations: int = 1
   qk_init_scale: float = 0.1
+  learned_temperature: bool = False
   final_norm: bool = True
   dtype: Optional[Any] = None
 
@@ -83,8 +85,8 @@ class ViTDiscriminator(nn.Module):
     h = h + (pos * POS_EMBED_STD).astype(h.dtype)
     for i in range(self.depth):
       h = DiscriminatorBlock(self.num_heads, self.mlp_dim, self.attention, self.spectral_norm,
-                             self.power_iterations, self.qk_init_scale, self.dtype,
-                             name=f'block{i}')(h, train)
+                             self.power_iterations, self.qk_init_scale,
+                             self.learned_temperature, self.dtype, name=f'block{i}')(h, train)
     cls_out = h[:, 0].astype(jnp.float32)
     if self.final_norm:
       cls_out = nn.LayerNorm(epsilon=1e-6, dtype=jnp.float32, name='final_norm')(cls_out)
