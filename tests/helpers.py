@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 
+from bench import learning_curve
 from configs import smoke
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,25 +82,14 @@ def real_images(n=24, size=16):
   return np.random.default_rng(0).integers(0, 256, (n, size, size, 3), np.uint8)
 
 
-class RecordingWriter:
-  """Stands in for clu's writers: keeps every scalar by step."""
-
-  def __init__(self):
-    self.scalars = {}
-
-  def write_scalars(self, step, scalars):
-    self.scalars.setdefault(int(step), {}).update({k: float(v) for k, v in scalars.items()})
-
-  def write_images(self, step, images_by_name):
-    pass
-
-  def write_hparams(self, hparams):
-    pass
-
-  def flush(self):
-    pass
+class RecordingWriter(learning_curve.RecordingWriter):
+  """bench/learning_curve.py's in-memory writer (every scalar by step, texts as 'text/<name>'
+  markers), plus `losses()` for comparing runs."""
 
   def losses(self):
-    """{step: {metric: value}} without timing metrics."""
-    return {step: {k: v for k, v in values.items() if k not in (*TIMING_METRICS, *EVAL_METRICS)}
+    """{step: {metric: value}} without timing, evaluation or text markers: what must be equal
+    between a run and its interrupted-and-resumed twin (a stall alarm's text depends on the
+    alarm's in-memory history, which a resume starts afresh)."""
+    return {step: {k: v for k, v in values.items()
+                   if k not in (*TIMING_METRICS, *EVAL_METRICS) and not k.startswith('text/')}
             for step, values in self.scalars.items()}

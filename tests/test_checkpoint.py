@@ -229,3 +229,38 @@ def test_write_run_config_records_config_revision_and_resumes(tmp_path):
   assert 'git_revision' in record and record['device_count'] == jax.device_count()
   assert record['resumes'] == [{'step': 3, 'git_revision': record['resumes'][0]['git_revision'],
                                 'changed': {'training.num_steps': [500000, 7]}}]
+
+
+def test_orbax_info_chatter_is_off_warnings_pass(tmp_path):
+  """At absl verbosity INFO (a notebook's setting), saves and restores log no Orbax INFO line."""
+  import logging as pylogging  # pylint: disable=g-import-not-at-top
+  from absl import logging  # pylint: disable=g-import-not-at-top
+
+  class Keep(pylogging.Handler):
+    def __init__(self):
+      super().__init__(pylogging.DEBUG)
+      self.records = []
+
+    def emit(self, record):
+      self.records.append(record)
+
+  keep, root, verbosity = Keep(), pylogging.getLogger(), logging.get_verbosity()
+  root.addHandler(keep)
+  logging.set_verbosity(logging.INFO)
+  try:
+    _save_steps(tmp_path, [1, 2])
+    ckpt = checkpoint.Checkpointer(str(tmp_path))
+    _assert_trees_equal(ckpt.restore_latest(_tree(0))[0], _tree(2))
+    ckpt.close()
+    logging.info('our own INFO line')  # absl's INFO itself still reaches the handlers
+    logging.warning('an Orbax warning')  # (from this file: the filter keys on Orbax's files)
+    orbax = [r for r in keep.records if f'{os.sep}orbax{os.sep}' in r.pathname]
+    assert not [r.getMessage()[:100] for r in orbax if r.levelno < pylogging.WARNING]
+    assert [r.getMessage() for r in keep.records if r.name == 'absl'][-2:] == [
+        'our own INFO line', 'an Orbax warning']
+    record = pylogging.LogRecord('absl', pylogging.WARNING, f'{os.sep}x{os.sep}orbax{os.sep}y.py',
+                                 1, 'disk trouble', (), None)
+    assert pylogging.getLogger('absl').filter(record)  # Orbax's warnings pass
+  finally:
+    root.removeHandler(keep)
+    logging.set_verbosity(verbosity)

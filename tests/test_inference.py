@@ -1,6 +1,7 @@
 """vitgan_jax.load(workdir).generate(n, seed): the config from config.json, G's weights only."""
 
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -10,6 +11,7 @@ import vitgan_jax
 from tests.helpers import RecordingWriter, real_images
 from tests.helpers import tiny_eval_config as tiny_config
 from vitgan_jax import errors, images as images_lib, inference, input_pipeline, trainer
+from vitgan_jax import workdir as workdir_lib
 from vitgan_jax.gan import GAN
 
 
@@ -57,3 +59,26 @@ def test_load_names_what_is_missing(tmp_path, trained):
   _, workdir = trained
   with pytest.raises(errors.CheckpointError, match='no checkpoint step 99'):
     vitgan_jax.load(workdir, step=99)
+
+
+def test_sample_and_eval_read_a_workdir_that_a_training_run_holds(trained, tmp_path):
+  """--mode sample and --mode eval take no lock: they work beside a live training run."""
+  from tests.evaluation.test_train_eval import tiny_extractor  # pylint: disable=g-import-not-at-top
+  config, source = trained
+  run_dir = str(tmp_path / 'run')
+  shutil.copytree(source, run_dir)
+  held = workdir_lib.WorkdirLock(run_dir)  # as the training run would hold it
+  held.acquire()
+  try:
+    lock = os.path.join(run_dir, workdir_lib.LOCK_FILE)
+    before = open(lock).read()
+    line = inference.sample_mode(config, run_dir, num_samples=4, seed=0)
+    assert line.startswith('Wrote 4 samples (step 2, seed 0)')
+    record = inference.eval_mode(config, run_dir, data=input_pipeline.Data(config, real_images()),
+                                 extractor=tiny_extractor())
+    assert record['step'] == 2 and np.isfinite(record['fid'])
+    assert open(lock).read() == before  # untouched, still the training run's
+    with pytest.raises(errors.WorkdirError, match='in use by another training run'):
+      workdir_lib.WorkdirLock(run_dir).acquire()
+  finally:
+    held.release()

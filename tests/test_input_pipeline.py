@@ -184,7 +184,9 @@ def test_arrays_path_never_imports_tensorflow():
 # --------------------------------------------------------------------------- tf.data
 
 def test_tfds_mock_cifar10(monkeypatch):
-  tfds = pytest.importorskip('tensorflow_datasets')
+  # A dependency (setup.py), so imported, not importorskip'ed: a fresh install that cannot
+  # import it, or what it imports, fails here instead of skipping.
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   # mock_data skips the download, not the reachability check before it (no internet here).
   monkeypatch.setattr(input_pipeline, '_unreachable_hosts', lambda urls: [])
   config = _config('tfds', image_size=32, name='cifar10', flip=False)
@@ -330,7 +332,7 @@ def test_tfds_unprepared_and_offline_fails_in_seconds_with_one_line(tmp_path, mo
   """A fresh install reads the builder's download URLs (this import chain once needed a
   package etils stopped pulling in), and an unreachable host is one error, not minutes of
   retries."""
-  pytest.importorskip('tensorflow_datasets')
+  import tensorflow_datasets  # pylint: disable=g-import-not-at-top,unused-import  # a dependency
   probed = []
 
   def unreachable(urls, timeout=input_pipeline.DOWNLOAD_PROBE_TIMEOUT_S):

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 
@@ -71,6 +72,103 @@ def test_lock_of_another_host_is_taken_over_only_when_old(tmp_path, capsys):
                       r'then: it is 3\.0 hours old \(> checkpoint\.lock_stale_hours=2\)\.\n',
                       capsys.readouterr().out)
   held.release()
+
+
+class OpError(Exception):
+  """tf.errors.OpError's place in the hierarchy: an Exception, not an OSError."""
+
+  def __init__(self, message):
+    super().__init__(message)
+    self.message = message
+
+
+class NotFoundError(OpError):
+  pass
+
+
+class PermissionDeniedError(OpError):
+  pass
+
+
+def fake_gcs(monkeypatch, root, forbidden=False):
+  """A `tensorflow` module whose tf.io.gfile serves gs://bucket/... from the folder `root`.
+
+  What the lock calls of tf.io.gfile (exists, makedirs, GFile, remove), raising what TensorFlow
+  raises: NotFoundError for a missing object, PermissionDeniedError for a write to a bucket
+  without write access (`forbidden`); neither is an OSError. No network, no TensorFlow.
+  """
+  calls = []
+
+  def local(path):
+    assert path.startswith('gs://bucket/'), path
+    return os.path.join(root, path[len('gs://bucket/'):])
+
+  def logged(name, fn):
+    def call(path, *args):
+      calls.append((name, path))
+      if forbidden and name in ('makedirs', 'remove', 'GFile-w'):
+        raise PermissionDeniedError(f'403 Forbidden: {path}')
+      try:
+        return fn(local(path), *args)
+      except FileNotFoundError as e:
+        raise NotFoundError(f'{path} not found') from e
+    return call
+
+  def gfile_open(path, mode='r'):
+    return logged('GFile-w' if 'w' in mode else 'GFile', open)(path, mode)
+
+  gfile = types.SimpleNamespace(
+      exists=logged('exists', os.path.exists),
+      makedirs=logged('makedirs', lambda p: os.makedirs(p, exist_ok=True)),
+      GFile=gfile_open, remove=logged('remove', os.remove))
+  tf_errors = types.SimpleNamespace(OpError=OpError, NotFoundError=NotFoundError)
+  monkeypatch.setitem(sys.modules, 'tensorflow', types.SimpleNamespace(
+      io=types.SimpleNamespace(gfile=gfile), errors=tf_errors))
+  return calls
+
+
+def test_gcs_lock_is_checked_written_and_released(tmp_path, monkeypatch):
+  """On gs:// the lock goes through tf.io.gfile: refused while held, stale ones taken over."""
+  calls = fake_gcs(monkeypatch, str(tmp_path))
+  run_dir = 'gs://bucket/runs/c10'
+  local_lock = tmp_path / 'runs' / 'c10' / workdir.LOCK_FILE
+  workdir.check_usable(run_dir)  # no local probe for gs://
+  assert workdir.lock_path(run_dir) == f'{run_dir}/{workdir.LOCK_FILE}'
+  first = workdir.WorkdirLock(run_dir)
+  first.acquire()
+  record = json.loads(local_lock.read_text())
+  assert record['host'] == socket.gethostname() and record['pid'] == os.getpid()
+  assert ('GFile-w', f'{run_dir}/{workdir.LOCK_FILE}') in calls
+  with pytest.raises(errors.WorkdirError) as info:
+    workdir.WorkdirLock(run_dir).acquire()
+  assert re.fullmatch(rf'--workdir {run_dir} is in use by another training run \({HOLDER_RE}; '
+                      rf'lock file {run_dir}/{workdir.LOCK_FILE}\)\. .*delete '
+                      rf'{run_dir}/{workdir.LOCK_FILE} and rerun', str(info.value)), info.value
+  first.release()
+  assert not local_lock.exists() and not os.path.exists(run_dir)  # nothing local made
+
+  # A preempted VM's lock (another host) blocks until checkpoint.lock_stale_hours, then not.
+  write_lock(local_lock, host='preempted-vm', pid=7, since='then',
+             since_unix=time.time() - 30 * 3600)
+  held = workdir.WorkdirLock(run_dir, stale_hours=24)
+  held.acquire()
+  assert json.loads(local_lock.read_text())['host'] == socket.gethostname()
+  held.release()
+  assert not local_lock.exists()
+
+  # Deleted by hand while held (README: "delete W/train.lock"): the release still ends quietly.
+  held = workdir.WorkdirLock(run_dir)
+  held.acquire()
+  local_lock.unlink()
+  held.release()
+  assert ('remove', f'{run_dir}/{workdir.LOCK_FILE}') in calls
+
+
+def test_gcs_lock_without_write_access_is_one_line(tmp_path, monkeypatch):
+  fake_gcs(monkeypatch, str(tmp_path), forbidden=True)
+  with pytest.raises(errors.WorkdirError, match=r'^--workdir gs://bucket/run: cannot write the '
+                     r'lock file gs://bucket/run/train\.lock \(403 Forbidden: gs://bucket/run\)$'):
+    workdir.WorkdirLock('gs://bucket/run').acquire()
 
 
 def wait_for(predicate, process, log, timeout=300):

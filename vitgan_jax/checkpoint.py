@@ -49,6 +49,27 @@ def _one_line(error: BaseException, limit: int = 200) -> str:
 _QUIET_LOGGERS = ('orbax', 'tensorstore', 'asyncio', 'absl')
 
 
+class _OrbaxInfoFilter(pylogging.Filter):
+  """Drops the INFO/DEBUG records Orbax logs through absl (its warnings and errors pass)."""
+
+  def filter(self, record):
+    return (record.levelno >= pylogging.WARNING
+            or f'{os.sep}orbax{os.sep}' not in record.pathname)
+
+
+def quiet_orbax_logs() -> None:
+  """Orbax's INFO chatter off for this process (idempotent), wherever the log goes.
+
+  Orbax logs every manager, handler, save and restore step at INFO through absl: ~100 lines for
+  two saves of a small tree, most of a notebook cell's output at absl verbosity INFO. A filter
+  on the 'absl' logger drops them for every handler (absl's, the root logger's, a notebook's);
+  `vitgan-train` also filters its absl handler (main.py). Called by every Orbax user here.
+  """
+  logger = pylogging.getLogger('absl')
+  if not any(isinstance(f, _OrbaxInfoFilter) for f in logger.filters):
+    logger.addFilter(_OrbaxInfoFilter())
+
+
 @contextlib.contextmanager
 def _quiet_restore():
   """Silences Orbax/TensorStore chatter while reading checkpoints: a bad one is one line.
@@ -97,6 +118,7 @@ class Checkpointer:
   """Latest-K checkpoints plus a best-by-FID one, for one workdir. Writes nothing until a save."""
 
   def __init__(self, workdir: str, keep: int = 3, async_save: bool = True):
+    quiet_orbax_logs()
     self.workdir = workdir
     # Naming the handler lets a fresh manager read metadata of checkpoints it did not write.
     self.latest = ocp.CheckpointManager(

@@ -54,6 +54,7 @@ def _restore_generator(gan: GAN, workdir: str, step: Optional[int], best: bool, 
   wanted = ('ema_params' if use_ema else 'g_params', 'g_state', 'step')
   target = {k: v for k, v in flax.serialization.to_state_dict(template).items() if k in wanted}
   directory = checkpoint.path_in(workdir, 'checkpoints_best' if best else 'checkpoints')
+  checkpoint.quiet_orbax_logs()
   manager = ocp.CheckpointManager(directory, item_handlers=ocp.PyTreeCheckpointHandler(),
                                   options=ocp.CheckpointManagerOptions(create=False))
   try:

@@ -325,6 +325,9 @@ def _train(run: _Run, state, start_step, data, fresh):
       due = (eval_every > 0 and step % eval_every == 0) or step == num_steps or (
           eval_every_s > 0 and clock.seconds() >= next_eval_s)
       if evaluator is not None and due:
+        if step == num_steps:  # an evaluation can outlast a short run: say why it goes on
+          _say(f'Trained {step:,} of {num_steps:,} steps; the run ends with an evaluation '
+               f'(eval.num_samples={config.eval.num_samples:,}) ...')
         last_eval = _evaluate(evaluator, state, step, ckpt, writer, clock, curves, batch_size)
         while eval_every_s > 0 and next_eval_s <= clock.seconds():
           next_eval_s += eval_every_s

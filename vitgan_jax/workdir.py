@@ -28,6 +28,25 @@ def _is_gcs(path: str) -> bool:
   return path.startswith('gs://')
 
 
+def _gcs(op: str, path: str, *args):
+  """tf.io.gfile.<op>(path, *args) ('read' and 'write' of a whole file too), its errors as
+  OSErrors: TensorFlow's NotFoundError and other OpErrors are not OSErrors, so without this a
+  vanished or forbidden gs:// lock file would escape the lock's error handling as a traceback."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    if op == 'read':
+      with tf.io.gfile.GFile(path) as f:
+        return f.read()
+    if op == 'write':
+      with tf.io.gfile.GFile(path, 'w') as f:
+        return f.write(*args)
+    return getattr(tf.io.gfile, op)(path, *args)
+  except tf.errors.NotFoundError as e:
+    raise FileNotFoundError(errno.ENOENT, getattr(e, 'message', str(e)), path) from e
+  except tf.errors.OpError as e:
+    raise OSError(errno.EIO, getattr(e, 'message', str(e)), path) from e
+
+
 def lock_path(workdir: str) -> str:
   return workdir.rstrip('/') + '/' + LOCK_FILE if _is_gcs(workdir) else os.path.join(
       workdir, LOCK_FILE)
@@ -99,9 +118,7 @@ class WorkdirLock:
   def _read(self) -> Optional[dict]:
     try:
       if _is_gcs(self.path):
-        import tensorflow as tf  # pylint: disable=g-import-not-at-top
-        with tf.io.gfile.GFile(self.path) as f:
-          return json.loads(f.read())
+        return json.loads(_gcs('read', self.path))
       with open(self.path) as f:
         return json.loads(f.read())
     except FileNotFoundError:
@@ -113,12 +130,10 @@ class WorkdirLock:
     """Writes the lock file if none exists; False if one does."""
     text = json.dumps(self._record())
     if _is_gcs(self.path):
-      import tensorflow as tf  # pylint: disable=g-import-not-at-top
-      if tf.io.gfile.exists(self.path):
+      if _gcs('exists', self.path):
         return False
-      tf.io.gfile.makedirs(self.workdir)
-      with tf.io.gfile.GFile(self.path, 'w') as f:
-        f.write(text)
+      _gcs('makedirs', self.workdir)
+      _gcs('write', self.path, text)
       return True
     if not os.path.isdir(self.workdir):
       os.makedirs(self.workdir)
@@ -146,11 +161,10 @@ class WorkdirLock:
     return None
 
   def _remove(self) -> None:
-    if _is_gcs(self.path):
-      import tensorflow as tf  # pylint: disable=g-import-not-at-top
-      tf.io.gfile.remove(self.path)
-    else:
-      with contextlib.suppress(FileNotFoundError):
+    with contextlib.suppress(FileNotFoundError):
+      if _is_gcs(self.path):
+        _gcs('remove', self.path)
+      else:
         os.remove(self.path)
 
   def acquire(self, say=print) -> None:

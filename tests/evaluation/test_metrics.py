@@ -1,6 +1,7 @@
 """Tests for vitgan_jax/evaluation/metrics.py against direct numpy computations."""
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -284,7 +285,8 @@ def test_compute_fid_on_stats_needs_no_weights(tmp_path, monkeypatch):
       metrics.frechet_distance(s1.mu, s1.sigma, s2.mu, s2.sigma))
 
 
-def test_reference_stats_computed_once_then_cached(tmp_path):
+def test_reference_stats_computed_once_then_cached(tmp_path, monkeypatch, capsys):
+  monkeypatch.setattr(features, 'PROGRESS_QUIET_SECONDS', 0.0)  # as if slow: progress shown
   calls = []
 
   def images_fn():
@@ -295,9 +297,16 @@ def test_reference_stats_computed_once_then_cached(tmp_path):
                 num_samples=10, extractor=_tiny_extractor(),
                 cache_dir=str(tmp_path))
   first = features.reference_stats(images_fn, **kwargs)
-  second = features.reference_stats(images_fn, **kwargs)
-  assert len(calls) == 1 and first.num == 10
   path = features.reference_stats_path('cifar10', 'train', 8, 10, str(tmp_path))
+  # Said before the (once ~10 silent minutes long) computation, then its progress.
+  said = capsys.readouterr().out.splitlines()
+  assert said[0] == f'Computing FID reference statistics of 10 images (once; cached in {path}) ...'
+  assert said[1:] and all(re.fullmatch(r'reference statistics: \d+% \(\d+/10 images\), '
+                                       r'[\d.]+ images/s, ETA \d+ s', line) for line in said[1:])
+  assert said[-1].startswith('reference statistics: 100% (10/10 images)'), said
+  second = features.reference_stats(images_fn, **kwargs)
+  assert capsys.readouterr().out == ''  # cached: nothing to say
+  assert len(calls) == 1 and first.num == 10
   assert os.path.exists(path) and 'cifar10-train-8px-10' in path
   np.testing.assert_array_equal(first.sigma, second.sigma)
   used = np.concatenate([_images(5, 7), _images(6, 3)])

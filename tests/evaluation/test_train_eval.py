@@ -146,6 +146,12 @@ def test_training_logs_fid_keeps_best_and_eval_mode_reproduces_it(tmp_path, monk
 
   out = capsys.readouterr().out
   assert "Training on 24 images given in memory (data.source='arrays'), 16x16x3" in out
+  # The last act, an evaluation, is announced as such (once), then says what it does.
+  lines = out.splitlines()
+  last = 'Trained 2 of 2 steps; the run ends with an evaluation (eval.num_samples=12) ...'
+  assert lines.count(last) == 1
+  assert lines[lines.index(last) + 1].startswith('Evaluating FID on 12 samples')
+  assert lines.index(last) > max(i for i, l in enumerate(lines) if l.startswith('step 2/2'))
   summary = [line for line in out.splitlines() if line.startswith('Finished at step 2 of 2')]
   assert len(summary) == 1 and '16 images seen' in summary[0] and 'FID ' in summary[0]
   assert f'TensorBoard: tensorboard --logdir {workdir}' in summary[0]
