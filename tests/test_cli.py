@@ -44,6 +44,8 @@ def test_console_command_trains_and_samples(tmp_path):
   # What the run said it trained on, and its closing summary.
   assert 'Training on ' in log and ('1,834 images of' in log or 'FIXED NOISE IMAGES' in log)
   assert 'Finished at step 4 of 4: 64 images seen' in log and f'Checkpoints: {workdir}' in log
+  # Each line once in a terminal (stdout + stderr), not again as an absl INFO record.
+  assert log.count('Finished at step 4 of 4') == 1 and log.count('Training on ') == 1
 
   out = str(tmp_path / 'elsewhere' / 'grid.png')
   result = subprocess.run(_command() + flags[:4] + ['--mode', 'sample', '--num_samples', '4',

@@ -31,10 +31,12 @@ NonFiniteError = errors.NonFiniteError
 
 
 def _say(message: str) -> None:
-  """One line on stdout (main process) and in the log."""
-  logging.info(message)
+  """One line on stdout on the main process, in the log on the others (absl's INFO goes to
+  stderr too, so both would show every line twice in a terminal)."""
   if sharding.is_main_process():
     print(message, flush=True)
+  else:
+    logging.info(message)
 
 
 def _tell(message: str, announce: bool) -> None:
