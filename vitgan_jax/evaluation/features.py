@@ -86,10 +86,12 @@ def fitting_batch_size(requested, shards=1, per_image_bytes=INCEPTION_BYTES_PER_
 
 
 def say(message):
-  """One line on stdout (process 0) and in the log."""
-  logging.info('%s', message)
+  """One line on stdout on process 0, in the log on the others (not both: absl's INFO goes to
+  stderr, so a terminal would show the line twice)."""
   if jax.process_index() == 0:
     print(message, flush=True)
+  else:
+    logging.info('%s', message)
 
 
 class Progress:
