@@ -25,18 +25,10 @@ from vitgan_jax import checkpoint, curves as curves_lib, errors, health, images,
 from vitgan_jax import run_record, sharding, train
 from vitgan_jax import workdir as workdir_lib
 from vitgan_jax.evaluation import train_eval
+from vitgan_jax.evaluation.features import say as _say  # one line on stdout, process 0
 from vitgan_jax.gan import GAN
 
 NonFiniteError = errors.NonFiniteError
-
-
-def _say(message: str) -> None:
-  """One line on stdout on the main process, in the log on the others (absl's INFO goes to
-  stderr too, so both would show every line twice in a terminal)."""
-  if sharding.is_main_process():
-    print(message, flush=True)
-  else:
-    logging.info(message)
 
 
 def _tell(message: str, announce: bool) -> None:
