@@ -88,3 +88,41 @@ def test_logit_changes_when_one_patch_changes():
   changed = images.at[:, 12:16, 12:16, :].set(0.0)
   a, b = jax.jit(disc.apply)(variables, jnp.concatenate([images, changed]))
   assert abs(float(a - b)) > 1e-5
+
+
+def test_token_minibatch_std_against_a_plain_loop():
+  """Per token: std over each group of 4 consecutive examples, averaged over features."""
+  from vitgan_jax.models.vit_discriminator import token_minibatch_std
+  h = np.random.RandomState(0).randn(8, 5, 6).astype(np.float32)
+  got = np.asarray(token_minibatch_std(jnp.asarray(h), 4))
+  want = np.zeros((8, 5, 1), np.float32)
+  for i in range(8):
+    group = h[(i // 4) * 4:(i // 4) * 4 + 4]
+    for t in range(5):
+      want[i, t, 0] = np.mean([np.sqrt(np.var(group[:, t, f]) + 1e-8) for f in range(6)])
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  with pytest.raises(ValueError, match='minibatch_std_group'):
+    token_minibatch_std(jnp.zeros((6, 5, 6)), 4)
+
+
+def test_minibatch_std_sees_a_collapsed_group_and_keeps_groups_apart():
+  """With minibatch_std_group=4, a group of identical images scores alike and the other group
+  is untouched; without it every image's logit is its own."""
+  config = default_lib.get_config()
+  d = config.model.discriminator
+  d.depth, d.width, d.mlp_dim, d.num_heads, d.minibatch_std_group = 2, 32, 64, 2, 4
+  disc = models.build_discriminator(config.model)
+  x = jax.random.normal(jax.random.PRNGKey(0), (8, 32, 32, 3))
+  variables = disc.init(jax.random.PRNGKey(1), x)
+  assert variables['params']['minibatch_std']['kernel'].shape == (1, 32)
+  collapsed = x.at[4:].set(x[4])
+  a, b = np.asarray(disc.apply(variables, x)), np.asarray(disc.apply(variables, collapsed))
+  np.testing.assert_allclose(a[:4], b[:4], rtol=1e-5)        # first group unchanged
+  np.testing.assert_allclose(b[4:], b[4], rtol=1e-5)         # identical copies, identical logits
+  assert abs(float(a[4] - b[4])) > 1e-4                      # x[4] scored differently in a copy group
+  d.minibatch_std_group = 0
+  plain = models.build_discriminator(config.model)
+  v0 = plain.init(jax.random.PRNGKey(1), x)
+  assert 'minibatch_std' not in v0['params']
+  np.testing.assert_allclose(np.asarray(plain.apply(v0, collapsed))[4],
+                             np.asarray(plain.apply(v0, x[4:5]))[0], rtol=1e-4)

@@ -15,6 +15,23 @@ from vitgan_jax.models import layers
 POS_EMBED_STD = 0.02  # ViT's initial scale of the class token and position embeddings
 
 
+def token_minibatch_std(h: jnp.ndarray, group_size: int, eps: float = 1e-8) -> jnp.ndarray:
+  """(B, T, D) tokens -> (B, T, 1): per token, the std over a group of examples, mean over D.
+
+  StyleGAN's minibatch std per token: a G whose samples share one layout gives a small std at
+  every token. Groups are `group_size` consecutive examples, as models.conv.minibatch_stddev,
+  so the train step's [real; fake] batch never mixes reals and fakes in a group.
+  """
+  n, t, d = h.shape
+  g = min(group_size, n)
+  if n % g:
+    raise ValueError(f'minibatch std: batch {n} is not divisible by group size {g} '
+                     '(model.discriminator.minibatch_std_group)')
+  y = h.astype(jnp.float32).reshape(n // g, g, t, d)
+  y = jnp.sqrt(jnp.var(y, axis=1) + eps).mean(axis=-1)          # (n/g, t)
+  return jnp.repeat(y, g, axis=0)[..., None].astype(h.dtype)     # (n, t, 1)
+
+
 class DiscriminatorBlock(nn.Module):
   """Pre-LN ViT block: h' = h + MSA(LN(h)); out = h' + MLP(LN(h'))."""
   num_heads: int
@@ -53,6 +70,7 @@ class ViTDiscriminator(nn.Module):
   qk_init_scale: float = 0.1
   learned_temperature: bool = False
   final_norm: bool = True
+  minibatch_std_group: int = 0   # > 0: minibatch std per token before the last block
   dtype: Optional[Any] = None
 
   def validate(self) -> int:
@@ -62,6 +80,9 @@ class ViTDiscriminator(nn.Module):
                         layers.SPECTRAL_MODES)
     if self.overlap < 0:
       raise ValueError(f'model.discriminator.overlap={self.overlap} must be >= 0')
+    if self.minibatch_std_group < 0:
+      raise ValueError(f'model.discriminator.minibatch_std_group={self.minibatch_std_group} '
+                       'must be >= 0 (0 turns it off)')
     return layers.check_patch_grid(self.image_size, self.patch_size,
                                    'model.discriminator.patch_size')
 
@@ -84,6 +105,13 @@ class ViTDiscriminator(nn.Module):
     pos = self.param('pos_embed', nn.initializers.normal(1.0), (1, grid * grid + 1, self.width))
     h = h + (pos * POS_EMBED_STD).astype(h.dtype)
     for i in range(self.depth):
+      if self.minibatch_std_group and i == self.depth - 1:
+        # Lets the last block see how much each token varies over a group of images: a
+        # sample-diversity signal no per-image D has (StyleGAN's mbstd; not in the paper).
+        h = h + layers.EqualDense(
+            self.width, spectral_norm=self.spectral_norm, power_iterations=self.power_iterations,
+            dtype=self.dtype, name='minibatch_std')(
+                token_minibatch_std(h, self.minibatch_std_group), train)
       h = DiscriminatorBlock(self.num_heads, self.mlp_dim, self.attention, self.spectral_norm,
                              self.power_iterations, self.qk_init_scale,
                              self.learned_temperature, self.dtype, name=f'block{i}')(h, train)
