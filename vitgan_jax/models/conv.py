@@ -160,13 +160,9 @@ def minibatch_stddev(x: jnp.ndarray, group_size: int, num_channels: int = 1,
   feature, averaged over H, W and the channels of each of `num_channels` channel slices.
   """
   n, h, w, c = x.shape
-  g = min(group_size, n)
-  if n % g:
-    raise ValueError(f'minibatch_stddev: batch {n} is not divisible by group size {g}')
   f = num_channels
-  y = x.astype(jnp.float32).reshape(n // g, g, h, w, f, c // f)
-  y = y - jnp.mean(y, axis=1, keepdims=True)
-  y = jnp.sqrt(jnp.mean(jnp.square(y), axis=1) + eps)  # (n/g, h, w, f, c/f)
+  y = layers.group_std(x.reshape(n, h, w, f, c // f), group_size, 'minibatch_stddev', eps)
   y = jnp.mean(y, axis=(1, 2, 4))                       # (n/g, f)
+  g = n // y.shape[0]
   y = jnp.broadcast_to(y[:, None, None, None, :], (n // g, g, h, w, f)).reshape(n, h, w, f)
   return jnp.concatenate([x, y.astype(x.dtype)], axis=-1)

@@ -362,3 +362,18 @@ class OverlappingPatchEmbed(nn.Module):
 
 
 # --- Convolutions, resampling and attention of the StyleGAN2, TransGAN and LadaGAN families ---
+
+
+def group_std(x: jnp.ndarray, group_size: int, what: str, eps: float = 1e-8) -> jnp.ndarray:
+  """(N, ...) -> (N / g, ...): the std of every feature over each group of g consecutive examples.
+
+  The core of StyleGAN's minibatch std, shared by the conv and the ViT discriminators. g is
+  group_size capped at N; consecutive groups keep the train step's [real; fake] batch apart.
+  """
+  n = x.shape[0]
+  g = min(group_size, n)
+  if n % g:
+    raise ValueError(f'{what}: batch {n} is not divisible by group size {g}')
+  y = x.astype(jnp.float32).reshape(n // g, g, *x.shape[1:])
+  y = y - jnp.mean(y, axis=1, keepdims=True)
+  return jnp.sqrt(jnp.mean(jnp.square(y), axis=1) + eps)

@@ -19,16 +19,12 @@ def token_minibatch_std(h: jnp.ndarray, group_size: int, eps: float = 1e-8) -> j
   """(B, T, D) tokens -> (B, T, 1): per token, the std over a group of examples, mean over D.
 
   StyleGAN's minibatch std per token: a G whose samples share one layout gives a small std at
-  every token. Groups are `group_size` consecutive examples, as models.conv.minibatch_stddev,
+  every token. Groups are `group_size` consecutive examples (layers.group_std, as the conv D),
   so the train step's [real; fake] batch never mixes reals and fakes in a group.
   """
-  n, t, d = h.shape
-  g = min(group_size, n)
-  if n % g:
-    raise ValueError(f'minibatch std: batch {n} is not divisible by group size {g} '
-                     '(model.discriminator.minibatch_std_group)')
-  y = h.astype(jnp.float32).reshape(n // g, g, t, d)
-  y = jnp.sqrt(jnp.var(y, axis=1) + eps).mean(axis=-1)          # (n/g, t)
+  y = layers.group_std(h, group_size, 'minibatch std (model.discriminator.minibatch_std_group)',
+                       eps).mean(axis=-1)                            # (n/g, t)
+  g = h.shape[0] // y.shape[0]
   return jnp.repeat(y, g, axis=0)[..., None].astype(h.dtype)     # (n, t, 1)
 
 
