@@ -20,6 +20,7 @@ import argparse
 import datetime
 import json
 import os
+import subprocess
 import time
 
 import vitgan_jax  # noqa: F401  # pylint: disable=unused-import  # first: quiet libtpu (tpu_env)
@@ -39,11 +40,21 @@ def _key(row) -> tuple:
   return (row['config'], row['topology'], row['dtype'], row['requested_batch'])
 
 
+def _commit() -> str:
+  """The checkout's commit, so each row says which train step the compiler saw."""
+  try:
+    return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True,
+                          text=True, check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return 'unknown'
+
+
 def run_one(config_path, topology, batch, dtype, largest=False) -> dict:
   config = common.load_config(config_path, {'training.batch_size': batch,
                                             'training.dtype': dtype})
   start = time.perf_counter()
-  row = {'config': config_path, 'topology': topology, 'dtype': dtype, 'requested_batch': batch}
+  row = {'config': config_path, 'topology': topology, 'dtype': dtype, 'requested_batch': batch,
+         'code_commit': _commit()}
   try:
     report = tpu_compile.check(config, topology, config_name=config_path,
                                which=('train step',), search=False,
