@@ -27,7 +27,8 @@ import numpy as np
 
 from bench import common
 from configs.paper import common as paper
-from vitgan_jax import trainer
+from vitgan_jax import input_pipeline, trainer
+from vitgan_jax.evaluation import features, metrics, train_eval
 
 ROWS = ('vitgan', 'vanilla', 'stylegan2')
 # StyleGAN2's D at its CIFAR width (512 channels) costs ~40x the mini ViT D per image; at 64
@@ -159,6 +160,37 @@ def run_row(base, row, args, workdir):
           'summary': summarize(curve, diagnostics, batch)}
 
 
+def real_floor(base, args, seeds=(0, 1, 2)) -> dict:
+  """FID of --fid_samples training images themselves against the reference statistics.
+
+  What a G that reproduced the training set would score at this sample count: the small-sample
+  bias every row's curve sits on (FID of 500 images is far above 0 even for real ones).
+  """
+  config = base.copy_and_resolve_references()
+  config.eval.inception_weights = args.inception_weights
+  config.eval.reference_num_samples = args.reference_images
+  extractor = features.make_feature_extractor(batch_size=args.fid_batch_size,
+                                              weights_path=args.inception_weights or None)
+  data = input_pipeline.Data(config)
+  reference = train_eval.load_reference_stats(config, extractor, data)
+  images = data.images(args.reference_images or None)  # the images the reference is of
+  fids = subset_fids(images, reference, extractor, args.fid_samples, seeds)
+  return {'fid_of_real_subsets': fids, 'mean': float(np.mean(fids)), 'samples': args.fid_samples,
+          'meaning': f'{args.fid_samples} of the training images (seeds {list(seeds)}) against '
+                     'the statistics of all of them: the floor a perfect G would reach here'}
+
+
+def subset_fids(images, reference, extractor, num, seeds) -> list:
+  """FID against `reference` of `num` of `images` drawn without replacement, once per seed."""
+  fids = []
+  for seed in seeds:
+    pick = np.sort(np.random.default_rng(seed).choice(len(images), num, replace=False))
+    stats = features.compute_stats(images[pick], extractor)
+    fids.append(float(metrics.frechet_distance(stats.mu, stats.sigma, reference.mu,
+                                               reference.sigma)))
+  return fids
+
+
 def plot(rows, path, title):
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
@@ -221,6 +253,9 @@ def main(argv=None):
   }
   workdir = args.workdir or tempfile.mkdtemp(prefix='learning_curve_')
   out = args.out or common.default_out('learning_curve', args.quick)
+  result['real_floor'] = real_floor(base, args)
+  print(f'real-data floor: FID of {args.fid_samples} training images against all of them '
+        f'{result["real_floor"]["mean"]:.1f}', flush=True)
   result['rows'] = []
   for row in args.rows.split(','):
     result['rows'].append(run_row(base, row, args, workdir))

@@ -82,3 +82,25 @@ def test_plot_writes_a_png(tmp_path):
   path = tmp_path / 'curve.png'
   learning_curve.plot(rows, str(path), 'title')
   assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+class _PixelFeatures:
+  """A stand-in for the FID Inception: a fixed random projection of the pixels."""
+  batch_size = 16
+
+  def __init__(self):
+    self.projection = np.random.default_rng(0).normal(size=(8 * 8 * 3, 6))
+
+  def __call__(self, batches, progress=None):
+    images = np.concatenate([np.asarray(b, np.float64) for b in batches])
+    return {'pool': images.reshape(len(images), -1) @ self.projection / 255.0}
+
+
+def test_real_floor_is_zero_for_the_whole_set_and_positive_for_a_subset():
+  images = np.random.default_rng(1).integers(0, 256, (60, 8, 8, 3), dtype=np.uint8)
+  extractor = _PixelFeatures()
+  reference = learning_curve.features.compute_stats(images, extractor)
+  whole = learning_curve.subset_fids(images, reference, extractor, 60, seeds=(0, 1))
+  assert whole == pytest.approx([0.0, 0.0], abs=1e-6)  # every image, in any order: same stats
+  part = learning_curve.subset_fids(images, reference, extractor, 20, seeds=(0, 1, 0))
+  assert min(part) > 0.01 and part[0] == part[2] and part[0] != part[1]
