@@ -148,7 +148,8 @@ def run_row(base, row, args, workdir):
   for step, s in sorted(writer.scalars.items()):
     if 'fid' in s:
       curve.append({'step': step, 'images_seen': step * batch, 'train_seconds': s['train_seconds'],
-                    'fid': s['fid'], 'kid': s.get('kid')})
+                    'fid': s['fid'], 'kid': s.get('kid'),
+                    'layout_similarity': s.get('layout_similarity')})
     if 'health/d_gap' in s:
       diagnostics.append({
           'step': step, 'images_seen': step * batch, 'train_seconds': s['train_seconds'],

@@ -360,3 +360,21 @@ def test_fid_real_halves_small_vs_noise(real_params, real_images):
   fid_noise = features.compute_fid(real_stats, noise, extractor)
   assert fid_real < 0.4 * fid_noise
   assert fid_real < 200
+
+
+def test_layout_similarity_against_pairwise_corrcoef():
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (7, 6, 5, 3)).astype(np.uint8)
+  lum = images.astype(np.float64).mean(-1).reshape(7, -1)
+  pairs = [np.corrcoef(lum[i], lum[j])[0, 1] for i in range(7) for j in range(7) if i != j]
+  assert metrics.layout_similarity(images) == pytest.approx(np.mean(pairs), rel=1e-6)
+
+
+def test_layout_similarity_of_one_layout_is_one_and_of_noise_near_zero():
+  rng = np.random.default_rng(1)
+  layout = rng.normal(size=(16, 16, 1))
+  # One layout under different colour gains and offsets: luminance correlation 1.
+  same = layout * rng.uniform(0.5, 2, (20, 1, 1, 3)) + rng.normal(size=(20, 1, 1, 3))
+  assert metrics.layout_similarity(same) == pytest.approx(1.0, abs=1e-6)
+  noise = rng.normal(size=(200, 16, 16, 3))
+  assert abs(metrics.layout_similarity(noise)) < 0.01

@@ -35,7 +35,8 @@ def test_evaluator_equals_fid_written_out():
   evaluator = train_eval.make_evaluator(config, gan, mesh, data=input_pipeline.Data(config, data),
                                         extractor=tiny_extractor(mesh))
   results = evaluator(state)
-  assert set(results) == {'fid', 'kid', 'kid_std', 'is', 'is_std', 'eval_seconds'}
+  assert set(results) == {'fid', 'kid', 'kid_std', 'is', 'is_std', 'layout_similarity',
+                          'eval_seconds'}
 
   key, samples = jax.random.PRNGKey(config.eval.seed), []
   for _ in range(2):  # 12 samples in batches of 8, the surplus dropped
@@ -48,6 +49,9 @@ def test_evaluator_equals_fid_written_out():
   expected = _direct_fid(_tiny_numpy(samples), _tiny_numpy(data[:20]))
   assert results['fid'] == pytest.approx(expected, rel=1e-5)
   assert evaluator(state)['fid'] == results['fid']  # the same z every time
+  # Layout sameness of the first batch, the same 8 images (a pixel may round the other way).
+  assert results['layout_similarity'] == pytest.approx(
+      metrics.layout_similarity(samples[:8]), rel=1e-3)
 
 
 def test_reference_stats_cached_by_dataset_and_weights(tmp_path, monkeypatch):

@@ -141,3 +141,19 @@ def kernel_inception_distance(features1, features2, num_subsets=KID_SUBSETS,
     y = f2[rng.choice(len(f2), m, replace=False)]
     values.append(_mmd2_unbiased(x, y))
   return float(np.mean(values)), float(np.std(values))
+
+
+def layout_similarity(images) -> float:
+  """Mean correlation, over all pairs of images, of their standardised luminance maps.
+
+  A mode-collapse figure for spatial layout that FID does not isolate: about 0.02 for 256 of the
+  shipped real images, 1.0 when every image has one layout (only colour/contrast differ).
+  """
+  x = np.asarray(images, np.float64)
+  lum = x.mean(-1).reshape(len(x), -1)
+  lum = lum - lum.mean(1, keepdims=True)
+  lum /= np.sqrt((lum ** 2).mean(1, keepdims=True)) + 1e-8
+  n = len(lum)
+  total = lum.mean(0) * n  # sum of maps: sum over pairs i != j of <l_i, l_j> via |sum|^2
+  pairs = (total @ total - (lum ** 2).sum()) / lum.shape[1]
+  return float(pairs / (n * (n - 1)))

@@ -11,6 +11,7 @@ import time
 
 import jax
 from jax.experimental import multihost_utils
+import numpy as np
 
 from vitgan_jax import errors, input_pipeline, sharding
 from vitgan_jax.evaluation import features, metrics, weights
@@ -64,7 +65,8 @@ def load_reference_stats(config, extractor, data=None) -> metrics.Stats:
 
 
 def make_evaluator(config, gan: GAN, mesh, *, data=None, reference=None, extractor=None):
-  """evaluator(state) -> {'fid', 'is', 'is_std', 'kid', 'kid_std', 'eval_seconds'}.
+  """evaluator(state) -> {'fid', 'is', 'is_std', 'kid', 'kid_std', 'layout_similarity',
+  'eval_seconds'}.
 
   eval.num_samples EMA images from a fixed seed (eval.seed) against `reference` (Stats; by
   default those of `data`, see load_reference_stats); IS needs Inception weights with the
@@ -94,6 +96,9 @@ def make_evaluator(config, gan: GAN, mesh, *, data=None, reference=None, extract
         lambda rng, n: sample(state, rng, n), num,
         jax.random.PRNGKey(config.eval.seed), reference, extractor, batch_size=batch_size,
         progress=features.Progress('samples', num))
+    # The FID's first batch again (same key, same shape: no recompile), for layout sameness.
+    first = sample(state, jax.random.split(jax.random.PRNGKey(config.eval.seed))[1], batch_size)
+    results['layout_similarity'] = metrics.layout_similarity(np.asarray(first)[:num])
     results['eval_seconds'] = time.perf_counter() - start
     return results
   return evaluator
