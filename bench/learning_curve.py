@@ -187,8 +187,7 @@ def subset_fids(images, reference, extractor, num, seeds) -> list:
   for seed in seeds:
     pick = np.sort(np.random.default_rng(seed).choice(len(images), num, replace=False))
     stats = features.compute_stats(images[pick], extractor)
-    fids.append(float(metrics.frechet_distance(stats.mu, stats.sigma, reference.mu,
-                                               reference.sigma)))
+    fids.append(float(metrics.fid_from_stats(stats, reference)))
   return fids
 
 

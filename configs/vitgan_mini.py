@@ -2,8 +2,9 @@
 
 The paper's architecture and recipe (configs/default.py, cited to ../shared/PAPER.md) with every
 width divided by 3 and 4 heads: G and D with 4 blocks, patch 4 (L=64 tokens), overlap 2, width
-128, MLP 512; batch 32; and four training choices for this scale (below, each measured). Trains on the 1,834 real 32x32 images of ../shared/data when pointed
-there (`--config.data.path`), else on CIFAR-10 from TFDS like the full config.
+128, MLP 512; batch 32; and four training choices for this scale (below, each measured). Trains
+on the 1,834 real 32x32 images of ../shared/data when pointed there (`--config.data.path`), else
+on CIFAR-10 from TFDS like the full config.
 """
 
 from configs import default as default_lib

@@ -154,6 +154,6 @@ def layout_similarity(images) -> float:
   lum = lum - lum.mean(1, keepdims=True)
   lum /= np.sqrt((lum ** 2).mean(1, keepdims=True)) + 1e-8
   n = len(lum)
-  total = lum.mean(0) * n  # sum of maps: sum over pairs i != j of <l_i, l_j> via |sum|^2
+  total = lum.sum(0)  # sum over pairs i != j of <l_i, l_j> = |sum_i l_i|^2 - sum_i |l_i|^2
   pairs = (total @ total - (lum ** 2).sum()) / lum.shape[1]
   return float(pairs / (n * (n - 1)))

@@ -92,13 +92,17 @@ def make_evaluator(config, gan: GAN, mesh, *, data=None, reference=None, extract
     start = time.perf_counter()
     num = config.eval.num_samples
     features.say(f'Evaluating FID on {num:,} samples (Inception batch {extractor.batch_size}) ...')
+    first = []  # the FID's first batch, kept for layout sameness
+
+    def draw(rng, n):
+      x = sample(state, rng, n)
+      if not first:
+        first.append(np.asarray(x))
+      return x
     results = features.evaluate_generator(
-        lambda rng, n: sample(state, rng, n), num,
-        jax.random.PRNGKey(config.eval.seed), reference, extractor, batch_size=batch_size,
-        progress=features.Progress('samples', num))
-    # The FID's first batch again (same key, same shape: no recompile), for layout sameness.
-    first = sample(state, jax.random.split(jax.random.PRNGKey(config.eval.seed))[1], batch_size)
-    results['layout_similarity'] = metrics.layout_similarity(np.asarray(first)[:num])
+        draw, num, jax.random.PRNGKey(config.eval.seed), reference, extractor,
+        batch_size=batch_size, progress=features.Progress('samples', num))
+    results['layout_similarity'] = metrics.layout_similarity(first[0][:num])
     results['eval_seconds'] = time.perf_counter() - start
     return results
   return evaluator
