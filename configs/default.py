@@ -112,6 +112,10 @@ def get_config():
   config.augment.policy = 'translation,color,cutout,scale'  # DiffAugment [T]
   config.augment.p = 0.8                                    # [T]
   config.augment.bcr_policy = 'translation,cutout'           # T(.) of bCR (Zhao et al.)
+  # Adaptive p (StyleGAN2-ADA, Karras et al. 2020), not in the paper: 0 keeps p fixed; > 0 starts
+  # at p=0 and moves p so that E[sign D(augmented real)] stays at this target (ADA: 0.6).
+  config.augment.ada_target = 0.0
+  config.augment.ada_kimg = 100.0     # thousands of images for p to move by 1 (ADA: 500)
 
   config.eval = ml_collections.ConfigDict()
   config.eval.every_steps = 0          # FID during training; 0 = off

@@ -55,5 +55,7 @@ def get_config():
   config.loss.r1_gamma = 0.01                 # gamma=0.01 [ADA]
   config.loss.r1_every = 16                   # D_reg_interval=16 [ADA]
   config.augment.policy = 'translation,color,cutout'  # DiffAugment (Zhao et al.) for ADA's augment
+  config.augment.ada_target = 0.6             # target=0.6: p adapts to D's overfitting [ADA]
+  config.augment.ada_kimg = 500.0             # ada_kimg=500 [ADA]
   config.eval.every_steps = 10_000
   return config

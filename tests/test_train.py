@@ -92,6 +92,41 @@ def test_metrics_have_every_logged_quantity():
   assert float(metrics['d_lr']) == pytest.approx(0.002)
 
 
+def test_ada_update_is_karras_et_al_controller():
+  """p moves by batch / (ada_kimg * 1000) toward keeping E[sign D(real)] at the target."""
+  assert float(train.ada_update(0.5, 0.9, 0.6, 32, 0.32)) == pytest.approx(0.6)  # sure: up
+  assert float(train.ada_update(0.5, 0.2, 0.6, 32, 0.32)) == pytest.approx(0.4)  # unsure: down
+  assert float(train.ada_update(0.0, -1.0, 0.6, 32, 0.32)) == 0.0                # clipped
+  assert float(train.ada_update(0.95, 1.0, 0.6, 32, 0.32)) == 1.0
+
+
+def test_adaptive_augment_p_is_state_and_is_used():
+  """With augment.ada_target > 0, p starts at 0, follows r each step, and feeds DiffAugment."""
+  config = tiny_config()
+  config.augment.p = 0.0  # ignored under ADA
+  config.augment.ada_target, config.augment.ada_kimg = 0.6, 0.08  # 8 images: p moves 0.1/step
+  _, state, step = build(config)
+  batch = {'image': jax.random.uniform(jax.random.PRNGKey(3), (8, 32, 32, 3), minval=-1)}
+  p = 0.0
+  for _ in range(3):
+    state, metrics = step(state, batch)
+    r = float(metrics['ada_r'])
+    assert -1.0 <= r <= 1.0
+    p = min(max(p + (0.1 if r > 0.6 else -0.1), 0.0), 1.0)
+    assert float(state.augment_p) == pytest.approx(p, abs=1e-6)
+    assert float(metrics['augment_p']) == pytest.approx(p, abs=1e-6)
+  # The same state at p = 1 and p = 0 gives different D losses: p reaches the augmentation.
+  losses_at = []
+  for forced in (0.0, 1.0):
+    _, m = step(state.replace(augment_p=jnp.asarray(forced, jnp.float32)), batch)
+    losses_at.append(float(m['d_loss']))
+  assert losses_at[0] != losses_at[1]
+  # Off (the default): the config's fixed p, nothing adaptive in the state or the metrics.
+  _, state, step = build(tiny_config())
+  state, metrics = step(state, batch)
+  assert 'augment_p' not in metrics and float(state.augment_p) == 0.0
+
+
 def test_bad_training_config_is_refused():
   config = tiny_config()
   config.augment.policy = 'translation,blur'

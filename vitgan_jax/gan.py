@@ -34,6 +34,7 @@ class TrainState:
   g_opt_state: PyTree
   d_opt_state: PyTree
   lecam: Dict[str, jax.Array]  # EMA anchors of D(real), D(fake)
+  augment_p: jax.Array   # DiffAugment's probability when adaptive (augment.ada_target > 0)
   rng: jax.Array
   bad_step: jax.Array    # first step with a non-finite loss or gradient (-1: none)
   bad_what: jax.Array    # bitmask over train.NONFINITE_QUANTITIES at bad_step
@@ -91,6 +92,7 @@ class GAN:
         g_state=g_state, d_state=d_state,
         g_opt_state=self.g_tx.init(g_params), d_opt_state=self.d_tx.init(d_params),
         lecam={'real': jnp.zeros(()), 'fake': jnp.zeros(())},
+        augment_p=jnp.zeros((), jnp.float32),  # ADA starts without augmentation
         rng=rng,
         bad_step=jnp.full((), -1, jnp.int32), bad_what=jnp.zeros((), jnp.int32))
 

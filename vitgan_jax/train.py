@@ -49,25 +49,28 @@ def make_train_step(config, gan: GAN, mesh=None) -> Callable:
     raise ValueError(f'loss.sr_weight={sr_weight} needs a generator with a super-resolution '
                      "input: model.generator.name='transgan' with super_resolution=True")
   sr_factor = gan.image_shape[0] // generator.validate() if sr_weight > 0 else 0
+  ada = ac.get('ada_target', 0.0) > 0
+  if ada and not (ac.get('ada_kimg', 0.0) > 0):
+    raise ValueError(f'augment.ada_kimg={ac.get("ada_kimg")} must be > 0 with augment.ada_target')
   batch_spec = sharding.data_sharded(mesh) if mesh is not None else None
 
   def constrain(x):  # keep per-example work split over devices like the batch
     return jax.lax.with_sharding_constraint(x, batch_spec) if batch_spec is not None else x
 
-  def _bcr_view(clean, augmented, rng):
+  def _bcr_view(clean, augmented, rng, p):
     """The second view T(x) that bCR holds D consistent on (loss.bcr_views)."""
     if lc.bcr_views == 'independent':  # a second DiffAugment draw of the clean images
-      return augment_lib.augment(clean, rng, ac.policy, ac.p)
+      return augment_lib.augment(clean, rng, ac.policy, p)
     return augment_lib.augment(augmented, rng, ac.bcr_policy, 1.0)  # 'stacked': T on A(x)
 
   def generate(g_params, g_state, z):
     return generator.apply({'params': g_params, **g_state}, z, train=True)
 
-  def d_loss_fn(d_params, d_state, real, fake, lecam, step, rng):
+  def d_loss_fn(d_params, d_state, real, fake, lecam, step, rng, p):
     k_aug, k_bcr = jax.random.split(rng)
     batch = real.shape[0]
     clean = jnp.concatenate([real, fake])
-    inputs = constrain(augment_lib.augment(clean, k_aug, ac.policy, ac.p))
+    inputs = constrain(augment_lib.augment(clean, k_aug, ac.policy, p))
     logits, new_d_state = discriminator.apply(
         {'params': d_params, **d_state}, inputs, train=True, mutable=list(d_state))
     real_logits, fake_logits = logits[:batch], logits[batch:]
@@ -76,7 +79,7 @@ def make_train_step(config, gan: GAN, mesh=None) -> Callable:
            'd_adv_loss': loss}
     variables = {'params': d_params, **new_d_state}
     if use_bcr:
-      transformed = constrain(_bcr_view(clean, inputs, k_bcr))
+      transformed = constrain(_bcr_view(clean, inputs, k_bcr, p))
       t_logits = discriminator.apply(variables, transformed)
       aux['bcr_real'] = losses.bcr_penalty(real_logits, t_logits[:batch])
       aux['bcr_fake'] = losses.bcr_penalty(fake_logits, t_logits[batch:])
@@ -94,10 +97,10 @@ def make_train_step(config, gan: GAN, mesh=None) -> Callable:
     aux['d_loss'] = loss
     return loss, (aux, new_d_state, real_logits, fake_logits)
 
-  def g_loss_fn(g_params, g_state, d_params, d_state, z, rng, real):
+  def g_loss_fn(g_params, g_state, d_params, d_state, z, rng, real, p):
     fake, new_g_state = generator.apply({'params': g_params, **g_state}, z, train=True,
                                         mutable=list(g_state))
-    inputs = constrain(augment_lib.augment(fake, rng, ac.policy, ac.p))
+    inputs = constrain(augment_lib.augment(fake, rng, ac.policy, p))
     logits = discriminator.apply({'params': d_params, **d_state}, inputs)
     loss = losses.g_logistic_loss(logits)
     aux = {'g_adv_loss': loss}
@@ -115,6 +118,7 @@ def make_train_step(config, gan: GAN, mesh=None) -> Callable:
     rng, step_rng = jax.random.split(state.rng)
     d_params, d_state, d_opt_state, lecam = (state.d_params, state.d_state, state.d_opt_state,
                                              state.lecam)
+    p = state.augment_p if ada else ac.p
     d_finite = jnp.array(True)
     d_loss_finite = jnp.array(True)
     for i in range(config.training.n_critic):
@@ -122,7 +126,7 @@ def make_train_step(config, gan: GAN, mesh=None) -> Callable:
       z = constrain(gan.latents(k_z, batch_size))
       fake = jax.lax.stop_gradient(generate(state.g_params, state.g_state, z))
       (_, (d_aux, d_state, real_logits, fake_logits)), d_grads = jax.value_and_grad(
-          d_loss_fn, has_aux=True)(d_params, d_state, real, fake, lecam, state.step, k_d)
+          d_loss_fn, has_aux=True)(d_params, d_state, real, fake, lecam, state.step, k_d, p)
       d_updates, d_opt_state = d_tx.update(d_grads, d_opt_state, d_params)
       d_params = optax.apply_updates(d_params, d_updates)
       if config.loss.lecam > 0:
@@ -134,9 +138,13 @@ def make_train_step(config, gan: GAN, mesh=None) -> Callable:
     k_z, k_g = jax.random.split(jax.random.fold_in(step_rng, config.training.n_critic))
     z = constrain(gan.latents(k_z, batch_size))
     (_, (g_aux, g_state)), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
-        state.g_params, state.g_state, d_params, d_state, z, k_g, real)
+        state.g_params, state.g_state, d_params, d_state, z, k_g, real, p)
     g_updates, g_opt_state = g_tx.update(g_grads, state.g_opt_state, state.g_params)
     beta = ema_beta(state.step, batch_size, tc.ema_kimg, tc.ema_rampup)
+    augment_p = state.augment_p
+    if ada:  # ADA's overfitting heuristic r_t on the last critic step's augmented real logits
+      ada_r = jnp.mean(jnp.sign(real_logits.astype(jnp.float32)))
+      augment_p = ada_update(state.augment_p, ada_r, ac.ada_target, batch_size, ac.ada_kimg)
     if config.training.nan_guard:
       # Every check is known here: G's update is kept or dropped inside its own Adam and EMA
       # update (one fused pass), not in a second pass over the state at the end.
@@ -154,19 +162,31 @@ def make_train_step(config, gan: GAN, mesh=None) -> Callable:
     new_state = state.replace(
         step=state.step + 1, g_params=g_params, d_params=d_params, ema_params=ema_params,
         g_state=g_state, d_state=d_state, g_opt_state=g_opt_state, d_opt_state=d_opt_state,
-        lecam=lecam, rng=rng)
+        lecam=lecam, augment_p=augment_p, rng=rng)
     metrics = {**d_aux, **g_aux,
                'd_grad_norm': optax.tree.norm(d_grads),
                'g_grad_norm': optax.tree.norm(g_grads),
                'd_lr': d_opt_state.hyperparams['learning_rate'],
                'g_lr': g_opt_state.hyperparams['learning_rate'],
                'ema_beta': beta}
+    if ada:
+      metrics.update(augment_p=augment_p, ada_r=ada_r)
     if config.training.nan_guard:
       new_state = _guard_nonfinite(state, new_state, d_loss_finite, g_aux['g_loss'], d_finite,
                                    g_grads)
     return new_state, metrics
 
   return train_step
+
+
+def ada_update(p, r, target: float, batch_size: int, ada_kimg: float):
+  """StyleGAN2-ADA's p controller: up when D is too sure of the reals (r > target), else down.
+
+  Each step moves p by batch_size / (ada_kimg * 1000), so it can cross [0, 1] in ada_kimg
+  thousand images; r = E[sign D(augmented real)] (1: D calls every real real).
+  """
+  step = jnp.sign(r - target) * batch_size / (ada_kimg * 1000.0)
+  return jnp.clip(p + step, 0.0, 1.0).astype(jnp.float32)
 
 
 def _finite_checks(d_loss_finite, g_loss, d_grads_finite, g_grads) -> jax.Array:

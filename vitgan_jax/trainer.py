@@ -438,6 +438,8 @@ def progress_line(step: int, num_steps: int, scalars) -> str:
     parts += [f'gap {get("health/d_gap"):+.3f}', f'|dD/dx| {get("health/d_sensitivity"):.3f}']
   if 'bcr_real' in scalars:
     parts += [f'bcr {get("bcr_real"):.2e}/{get("bcr_fake"):.2e}']
+  if 'augment_p' in scalars:
+    parts += [f'ada p {get("augment_p"):.3f} (r {get("ada_r"):+.2f})']
   parts += [f'|grad D| {get("d_grad_norm"):.2e}', f'|grad G| {get("g_grad_norm"):.2e}',
             f'{get("images_per_sec"):.0f} img/s']
   return ' | '.join(parts)
