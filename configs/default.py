@@ -96,6 +96,9 @@ def get_config():
   # Adam lr 0.002, beta1 0, beta2 0.99, following StyleGAN2-ADA [T]
   config.optimizer.g = ml_collections.ConfigDict(dict(lr=0.002, b1=0.0, b2=0.99, eps=1e-8))
   config.optimizer.d = ml_collections.ConfigDict(dict(lr=0.002, b1=0.0, b2=0.99, eps=1e-8))
+  # Optional decay of both: after start_kimg thousand images, each lr halves every halflife_kimg.
+  # Off (start_kimg 0) as in the paper, whose lr is constant [T].
+  config.optimizer.decay = ml_collections.ConfigDict(dict(start_kimg=0.0, halflife_kimg=0.0))
 
   config.loss = ml_collections.ConfigDict()
   config.loss.kind = 'nonsaturating'  # non-saturating logistic loss [T]

@@ -127,6 +127,32 @@ def test_adaptive_augment_p_is_state_and_is_used():
   assert 'augment_p' not in metrics and float(state.augment_p) == 0.0
 
 
+def test_lr_decay_halves_adam_steps_on_schedule():
+  """optimizer.decay: factor 1 until start_kimg, then 0.5 per halflife_kimg; a decayed step is
+  the undecayed step at the scaled learning rates (Adam's update is linear in lr)."""
+  decay = tiny_config().optimizer.decay
+  decay.start_kimg, decay.halflife_kimg = 1.0, 2.0
+  for step, want in ((0, 1.0), (125, 1.0), (250, 0.5 ** 0.5), (625, 0.25)):  # batch 8
+    assert float(train.lr_factor(jnp.asarray(step), 8, decay)) == pytest.approx(want, rel=1e-6)
+  decay.start_kimg = 0.0
+  assert float(train.lr_factor(jnp.asarray(10 ** 6), 8, decay)) == 1.0  # off
+  batch = {'image': jax.random.uniform(jax.random.PRNGKey(3), (8, 32, 32, 3), minval=-1)}
+  results = []
+  for scale, decayed in ((1.0, True), (0.25, False)):
+    config = tiny_config()
+    config.optimizer.g.eps = config.optimizer.d.eps = 1.0  # update continuous in g
+    config.optimizer.g.lr *= scale
+    config.optimizer.d.lr *= scale
+    if decayed:  # step 625 of batch 8 is 5 kimg: two half-lives after 1 kimg
+      config.optimizer.decay.start_kimg, config.optimizer.decay.halflife_kimg = 1.0, 2.0
+    _, state, step = build(config)
+    state, metrics = step(state.replace(step=jnp.asarray(625, jnp.int32)), batch)
+    assert float(metrics['g_lr']) == pytest.approx(0.25 * tiny_config().optimizer.g.lr)
+    results.append(jax.tree.leaves(jax.device_get((state.g_params, state.d_params))))
+  for a, b in zip(*results):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
 def test_bad_training_config_is_refused():
   config = tiny_config()
   config.augment.policy = 'translation,blur'

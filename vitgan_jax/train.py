@@ -13,12 +13,24 @@ import jax.numpy as jnp
 import optax
 
 from vitgan_jax import augment as augment_lib
-from vitgan_jax import losses, sharding
+from vitgan_jax import errors, losses, sharding
 from vitgan_jax.gan import GAN, TrainState
 
 # Bits of TrainState.bad_what: which quantity went non-finite first.
 NONFINITE_QUANTITIES = ('d_loss', 'g_loss', 'd_grads', 'g_grads')
 BCR_VIEWS = ('independent', 'stacked')
+
+
+def lr_factor(step, batch_size: int, decay):
+  """Multiplier on both learning rates: 1, then halving every decay.halflife_kimg thousand images
+  after decay.start_kimg (0: no decay). A function of the step, so a resumed run continues it."""
+  if not decay.start_kimg:
+    return jnp.ones((), jnp.float32)
+  if decay.halflife_kimg <= 0:
+    raise errors.ConfigError('config: optimizer.decay.halflife_kimg must be > 0 when '
+                             f'optimizer.decay.start_kimg is set, got {decay.halflife_kimg}')
+  kimg = step.astype(jnp.float32) * (batch_size / 1000.0)
+  return 0.5 ** (jnp.maximum(kimg - decay.start_kimg, 0.0) / decay.halflife_kimg)
 
 
 def ema_beta(step, batch_size: int, ema_kimg: float, ema_rampup: float):
@@ -119,6 +131,7 @@ def make_train_step(config, gan: GAN, mesh=None) -> Callable:
     d_params, d_state, d_opt_state, lecam = (state.d_params, state.d_state, state.d_opt_state,
                                              state.lecam)
     p = state.augment_p if ada else ac.p
+    lr_scale = lr_factor(state.step, batch_size, config.optimizer.decay)
     d_finite = jnp.array(True)
     d_loss_finite = jnp.array(True)
     for i in range(config.training.n_critic):
@@ -128,6 +141,7 @@ def make_train_step(config, gan: GAN, mesh=None) -> Callable:
       (_, (d_aux, d_state, real_logits, fake_logits)), d_grads = jax.value_and_grad(
           d_loss_fn, has_aux=True)(d_params, d_state, real, fake, lecam, state.step, k_d, p)
       d_updates, d_opt_state = d_tx.update(d_grads, d_opt_state, d_params)
+      d_updates = jax.tree.map(lambda u: u * lr_scale.astype(u.dtype), d_updates)
       d_params = optax.apply_updates(d_params, d_updates)
       if config.loss.lecam > 0:
         lecam = dict(zip(('real', 'fake'), losses.update_lecam_anchors(
@@ -140,6 +154,7 @@ def make_train_step(config, gan: GAN, mesh=None) -> Callable:
     (_, (g_aux, g_state)), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
         state.g_params, state.g_state, d_params, d_state, z, k_g, real, p)
     g_updates, g_opt_state = g_tx.update(g_grads, state.g_opt_state, state.g_params)
+    g_updates = jax.tree.map(lambda u: u * lr_scale.astype(u.dtype), g_updates)
     beta = ema_beta(state.step, batch_size, tc.ema_kimg, tc.ema_rampup)
     augment_p = state.augment_p
     if ada:  # ADA's overfitting heuristic r_t on the last critic step's augmented real logits
@@ -166,8 +181,8 @@ def make_train_step(config, gan: GAN, mesh=None) -> Callable:
     metrics = {**d_aux, **g_aux,
                'd_grad_norm': optax.tree.norm(d_grads),
                'g_grad_norm': optax.tree.norm(g_grads),
-               'd_lr': d_opt_state.hyperparams['learning_rate'],
-               'g_lr': g_opt_state.hyperparams['learning_rate'],
+               'd_lr': d_opt_state.hyperparams['learning_rate'] * lr_scale,
+               'g_lr': g_opt_state.hyperparams['learning_rate'] * lr_scale,
                'ema_beta': beta}
     if ada:
       metrics.update(augment_p=augment_p, ada_r=ada_r)
