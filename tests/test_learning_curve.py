@@ -104,3 +104,25 @@ def test_real_floor_is_zero_for_the_whole_set_and_positive_for_a_subset():
   assert whole == pytest.approx([0.0, 0.0], abs=1e-6)  # every image, in any order: same stats
   part = learning_curve.subset_fids(images, reference, extractor, 20, seeds=(0, 1, 0))
   assert min(part) > 0.01 and part[0] == part[2] and part[0] != part[1]
+
+
+def test_fid_sample_counts_extrapolates_through_the_two_largest_counts():
+  """FID_N = FID_inf + k/N through the two largest counts; each FID is of the first n rows."""
+  from bench import fid_sample_counts
+  from vitgan_jax.evaluation import metrics
+  assert fid_sample_counts.counts_up_to(2000) == [250, 500, 1000, 2000]
+  assert fid_sample_counts.counts_up_to(600) == [250, 500, 600]
+  rng = np.random.default_rng(0)
+  pool = rng.normal(size=(1000, 8)) + 0.5
+  reference = metrics.activation_stats(rng.normal(size=(3000, 8)), kid_features=None)
+  fids, fid_inf = fid_sample_counts.fid_at_counts(pool, reference, [250, 500, 1000])
+  mu, sigma = pool[:500].mean(0), np.cov(pool[:500], rowvar=False)
+  assert fids[500] == pytest.approx(
+      metrics.frechet_distance(mu, sigma, reference.mu, reference.sigma), rel=1e-6)
+  k = (fids[500] - fids[1000]) / (1 / 500 - 1 / 1000)
+  assert fid_inf == pytest.approx(fids[1000] - k / 1000, rel=1e-9)
+  # Samples of the reference distribution itself: FID is bias only, ~1/N, and extrapolates to ~0.
+  same = rng.normal(size=(1000, 64))
+  reference = metrics.activation_stats(rng.normal(size=(20000, 64)), kid_features=None)
+  fids, fid_inf = fid_sample_counts.fid_at_counts(same, reference, [250, 500, 1000])
+  assert fids[250] > fids[500] > fids[1000] > 3 * abs(fid_inf)
