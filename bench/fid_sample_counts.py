@@ -40,10 +40,10 @@ def fid_at_counts(pool, reference, counts):
   """{n: FID of pool[:n]} and the 1/N extrapolation to N = infinity from the two largest n."""
   fids = {n: float(metrics.fid_from_stats(metrics.activation_stats(pool[:n], kid_features=None),
                                           reference)) for n in counts}
+  if len(fids) < 2:
+    return fids, None
   (n1, f1), (n2, f2) = sorted(fids.items())[-2:]
-  # FID_N = FID_inf + k / N through both points.
-  fid_inf = (f2 * n2 - f1 * n1) / (n2 - n1) if n2 > n1 else None
-  return fids, fid_inf
+  return fids, (f2 * n2 - f1 * n1) / (n2 - n1)  # FID_N = FID_inf + k / N through both points
 
 
 def main():
