@@ -193,6 +193,19 @@ def test_other_model_is_refused_naming_config_keys(tmp_path):
   assert _snapshot(tmp_path) == before  # no fallback to step 1: a shape mismatch is not corruption
 
 
+def test_checkpoint_before_a_later_field_restores_with_its_initial_value(tmp_path, capsys):
+  _save_steps(tmp_path, [3])  # written without 'augment_p'
+  template = {**_tree(0), 'augment_p': jnp.asarray(0.25, jnp.float32)}
+  ckpt = checkpoint.Checkpointer(str(tmp_path))
+  restored = ckpt.restore(template, step=3)
+  _assert_trees_equal({k: v for k, v in restored.items() if k != 'augment_p'}, _tree(3))
+  assert float(restored['augment_p']) == 0.25
+  assert "predates the state field 'augment_p'" in capsys.readouterr().out
+  # Any other missing field is still a different model.
+  with pytest.raises(errors.IncompatibleCheckpointError, match='opt/nu missing'):
+    ckpt.restore({**template, 'opt': {**template['opt'], 'nu': template['opt']['mu']}}, step=3)
+
+
 def test_shape_differences_lists_missing_extra_and_changed():
   saved = {'a': jnp.zeros((2,)), 'b': jnp.zeros((3,)), 'c': {'d': jnp.zeros((1,), jnp.int32)}}
   expected = {'a': jnp.zeros((2,)), 'c': {'d': jnp.zeros((1,))}, 'e': jnp.zeros(())}

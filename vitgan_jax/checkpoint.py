@@ -92,6 +92,12 @@ def _quiet_restore():
       logger.setLevel(level)
 
 
+# Top-level state fields added after checkpoints of this format were first written. A checkpoint
+# without one restores everything else and keeps the field's initial value (from the template):
+# augment_p (2026-12-03) is ADA's p, which starts at 0 like a fresh run's.
+LATER_FIELDS = ('augment_p',)
+
+
 def _flat_shapes(tree) -> Dict[str, Tuple[Tuple[int, ...], str]]:
   """{'g_params/Block_0/...': (shape, dtype)} for a state dict or Orbax metadata tree."""
   leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
@@ -203,6 +209,9 @@ class Checkpointer:
     tree = getattr(metadata, 'tree', metadata)
     if tree is None:
       raise ValueError(f'no metadata for step {step}')
+    later = [k for k in LATER_FIELDS if k in target and k not in tree]
+    kept = {k: target[k] for k in later}
+    target = {k: v for k, v in target.items() if k not in later}
     mismatch = shape_differences(tree, target)
     if mismatch:
       differences = (run_record.config_differences(run_record.read(self.workdir), config)
@@ -211,7 +220,10 @@ class Checkpointer:
           run_record.incompatible_message(self.workdir, step, differences, _listed(mismatch)))
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     restored = manager.restore(step, args=ocp.args.StandardRestore(target))
-    return flax.serialization.from_state_dict(template, restored)
+    for k in later:
+      print(f'note: checkpoint step {step} predates the state field {k!r}; it starts from its '
+            f'initial value ({np.asarray(kept[k]).tolist()})', flush=True)
+    return flax.serialization.from_state_dict(template, {**restored, **kept})
 
   def restore(self, template, step: Optional[int] = None, best: bool = False, config=None):
     """The state at `step` (default: latest, or best) shaped and sharded like `template`.
