@@ -163,6 +163,10 @@ def test_bad_training_config_is_refused():
   config.loss.kind = 'hinge'
   with pytest.raises(ValueError, match='loss.kind'):
     train.make_train_step(config, gan)
+  config = tiny_config()
+  config.optimizer.decay.start_kimg = 1.0  # halflife_kimg left at 0
+  with pytest.raises(ValueError, match='optimizer.decay.halflife_kimg'):
+    train.make_train_step(config, gan)
 
 
 EIGHT_DEVICES = textwrap.dedent('''

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import optax
 
 from vitgan_jax import augment as augment_lib
-from vitgan_jax import errors, losses, sharding
+from vitgan_jax import losses, sharding
 from vitgan_jax.gan import GAN, TrainState
 
 # Bits of TrainState.bad_what: which quantity went non-finite first.
@@ -26,9 +26,6 @@ def lr_factor(step, batch_size: int, decay):
   after decay.start_kimg (0: no decay). A function of the step, so a resumed run continues it."""
   if not decay.start_kimg:
     return jnp.ones((), jnp.float32)
-  if decay.halflife_kimg <= 0:
-    raise errors.ConfigError('config: optimizer.decay.halflife_kimg must be > 0 when '
-                             f'optimizer.decay.start_kimg is set, got {decay.halflife_kimg}')
   kimg = step.astype(jnp.float32) * (batch_size / 1000.0)
   return 0.5 ** (jnp.maximum(kimg - decay.start_kimg, 0.0) / decay.halflife_kimg)
 
@@ -64,6 +61,11 @@ def make_train_step(config, gan: GAN, mesh=None) -> Callable:
   ada = ac.get('ada_target', 0.0) > 0
   if ada and not (ac.get('ada_kimg', 0.0) > 0):
     raise ValueError(f'augment.ada_kimg={ac.get("ada_kimg")} must be > 0 with augment.ada_target')
+  decay = config.optimizer.decay
+  decayed = bool(decay.start_kimg)  # off: the updates are Adam's own, untouched
+  if decayed and not decay.halflife_kimg > 0:
+    raise ValueError(f'optimizer.decay.halflife_kimg={decay.halflife_kimg} must be > 0 with '
+                     'optimizer.decay.start_kimg')
   batch_spec = sharding.data_sharded(mesh) if mesh is not None else None
 
   def constrain(x):  # keep per-example work split over devices like the batch
@@ -131,7 +133,11 @@ def make_train_step(config, gan: GAN, mesh=None) -> Callable:
     d_params, d_state, d_opt_state, lecam = (state.d_params, state.d_state, state.d_opt_state,
                                              state.lecam)
     p = state.augment_p if ada else ac.p
-    lr_scale = lr_factor(state.step, batch_size, config.optimizer.decay)
+    lr_scale = lr_factor(state.step, batch_size, decay)
+
+    def scaled(updates):  # Adam's update is linear in lr: scaling it is the decayed lr
+      return jax.tree.map(lambda u: u * lr_scale.astype(u.dtype), updates) if decayed else updates
+
     d_finite = jnp.array(True)
     d_loss_finite = jnp.array(True)
     for i in range(config.training.n_critic):
@@ -141,7 +147,7 @@ def make_train_step(config, gan: GAN, mesh=None) -> Callable:
       (_, (d_aux, d_state, real_logits, fake_logits)), d_grads = jax.value_and_grad(
           d_loss_fn, has_aux=True)(d_params, d_state, real, fake, lecam, state.step, k_d, p)
       d_updates, d_opt_state = d_tx.update(d_grads, d_opt_state, d_params)
-      d_updates = jax.tree.map(lambda u: u * lr_scale.astype(u.dtype), d_updates)
+      d_updates = scaled(d_updates)
       d_params = optax.apply_updates(d_params, d_updates)
       if config.loss.lecam > 0:
         lecam = dict(zip(('real', 'fake'), losses.update_lecam_anchors(
@@ -154,7 +160,7 @@ def make_train_step(config, gan: GAN, mesh=None) -> Callable:
     (_, (g_aux, g_state)), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
         state.g_params, state.g_state, d_params, d_state, z, k_g, real, p)
     g_updates, g_opt_state = g_tx.update(g_grads, state.g_opt_state, state.g_params)
-    g_updates = jax.tree.map(lambda u: u * lr_scale.astype(u.dtype), g_updates)
+    g_updates = scaled(g_updates)
     beta = ema_beta(state.step, batch_size, tc.ema_kimg, tc.ema_rampup)
     augment_p = state.augment_p
     if ada:  # ADA's overfitting heuristic r_t on the last critic step's augmented real logits
