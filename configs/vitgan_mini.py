@@ -38,6 +38,9 @@ def get_config():
   config.augment.p = 0.0  # unused while ada_target > 0 (ADA starts at p=0)
   config.augment.ada_target = 0.6
   config.augment.ada_kimg = 20.0
+  # R1 stays off (as in configs/default.py): on top of ADA, lazy R1 at gamma 0.01 held D's input
+  # gradient at 1.8-3.7 (not 14) and ADA's p at 0.84 (not 0.97), yet FID at 60 minutes was 190.4
+  # against 187.5; at 0.1 FID sat at 247 from 10 minutes on (README 'Learning benchmark', eighth run).
   # Smoother in-patch Fourier features (W ~ U(+-1/sqrt(2)), not +-3): the implicit decoder's
   # shared per-patch texture dominated the early samples at 3.0 (README 'Learning benchmark').
   config.model.generator.fourier_init_scale = 1.0
