@@ -23,7 +23,9 @@ def get_config():
   config.training.batch_size = 32
   # Two time-scale Adam: D at 1e-3, G at 5e-4 (the paper's 2e-3 is for batch 128). With both at
   # 2e-3 the mini G collapsed to one layout within ~300 steps; at 1e-3 both, or 5e-4 both, it
-  # collapsed later (README 'Training health', 'Learning benchmark').
+  # collapsed later (README 'Training health', 'Learning benchmark'). With ADA (below), G at 1e-3
+  # reached the same ~185-200 plateau in 20 minutes instead of 60 and ended at 201.5 (5e-4:
+  # 187.5); at 2e-3 G shared one layout from 20 minutes on (README 'Learning benchmark', ninth run).
   config.optimizer.d.lr = 1e-3
   config.optimizer.g.lr = 5e-4
   # bCR off at this scale: at the paper's lambda 10 (and at 1) it left a small ViT D blind within
