@@ -8,6 +8,7 @@ analysis, not a measured speed.
   python -m bench.tpu_compile                       # the whole sweep (hours on one core)
   python -m bench.tpu_compile --configs configs/vitgan_cifar10.py --dtypes bfloat16
   python -m bench.tpu_compile --largest             # also search the largest batch that fits
+                                                    # (in steps of 8 images per core)
   python -m bench.tpu_compile --table               # the README table from the JSON
   python -m bench.tpu_compile --write_readme        # ... written into README.md
 
@@ -65,11 +66,24 @@ def run_one(config_path, topology, batch, dtype, largest=False) -> dict:
   except errors.Error as e:
     row.update(fits=None, error=str(e))
   if largest:
-    found, exact = tpu_compile.largest_batch(config, topology,
-                                             say=lambda s: print(s, flush=True))
-    row.update(largest_batch=found, largest_batch_exact=exact)
+    add_largest(row, largest)
   row['wall_seconds'] = time.perf_counter() - start
   return row
+
+
+def add_largest(row, per_core_step) -> None:
+  """Searches the largest global batch (a multiple of per_core_step x cores) that fits row's."""
+  config = common.load_config(row['config'], {'training.batch_size': row['requested_batch'],
+                                              'training.dtype': row['dtype']})
+  start, probes = time.perf_counter(), []
+  found, exact = tpu_compile.largest_batch(config, row['topology'], per_core_step=per_core_step,
+                                           say=lambda s: print(s, flush=True), probes=probes)
+  row.update(largest_batch=found, largest_batch_exact=exact,
+             largest_batch_per_core_step=per_core_step,
+             largest_batch_probes=[{'global_batch': b, 'gib_over_capacity': over / 2**30}
+                                   for b, over in probes],
+             largest_batch_wall_seconds=time.perf_counter() - start,
+             largest_batch_code_commit=_commit())
 
 
 def load(path) -> dict:
@@ -97,9 +111,7 @@ def table(result) -> str:
                                                   if r['topology'] in TOPOLOGIES else 99,
                                                   r['dtype'], r['requested_batch'])):
     name = os.path.basename(row['config']).replace('.py', '')
-    largest = row.get('largest_batch')
-    largest = ('–' if largest is None else f'{largest}' if row.get('largest_batch_exact')
-               else f'≥ {largest}')
+    largest = _largest_cell(row)
     if not row.get('fits'):
       lines.append(f'| {name} | {row["topology"]} | {row["dtype"]} | {row["requested_batch"]} | '
                    f'no | | | | | | {largest} | |')
@@ -124,6 +136,18 @@ def table(result) -> str:
   return '\n'.join(lines)
 
 
+def _largest_cell(row) -> str:
+  """'N', or '≥ N (< M)' when the search stopped with a gap (M: the smallest batch that failed)."""
+  largest = row.get('largest_batch')
+  if largest is None:
+    return '–'
+  if row.get('largest_batch_exact'):
+    return f'{largest}'
+  failed = [p['global_batch'] for p in row.get('largest_batch_probes', [])
+            if p['gib_over_capacity'] > 0 and p['global_batch'] > largest]
+  return f'≥ {largest}' + (f' (< {min(failed)})' if failed else '')
+
+
 def write_readme(result, out_path, readme='README.md') -> None:
   with open(readme) as f:
     text = f.read()
@@ -146,8 +170,9 @@ def main(argv=None):
   parser.add_argument('--topologies', default=','.join(TOPOLOGIES))
   parser.add_argument('--batches', default='128')
   parser.add_argument('--dtypes', default='bfloat16,float32')
-  parser.add_argument('--largest', action='store_true',
-                      help='also search the largest global batch that fits (many compiles)')
+  parser.add_argument('--largest', type=int, nargs='?', const=8, default=0, metavar='PER_CORE',
+                      help='also search the largest global batch that fits, in steps of '
+                      'PER_CORE (default 8) images per core; adds it to rows already there')
   parser.add_argument('--out', default=DEFAULT_OUT)
   parser.add_argument('--table', action='store_true', help='print the table from --out')
   parser.add_argument('--write_readme', action='store_true')
@@ -161,12 +186,20 @@ def main(argv=None):
   grid = [(c, t, d, int(b)) for c in args.configs.split(',') for d in args.dtypes.split(',')
           for b in args.batches.split(',') for t in args.topologies.split(',')]
   done = {_key(r) for r in result['rows']}
-  result.update(date=datetime.date.today().isoformat(), libtpu=tpu_compile.libtpu_version(),
+  result.setdefault('date', datetime.date.today().isoformat())
+  result.update(updated=datetime.date.today().isoformat(), libtpu=tpu_compile.libtpu_version(),
                 note='compile-time analysis by the TPU compiler on a CPU host; not measured speed')
   all_grid = {tuple(x) for x in result.get('grid', [])} | set(grid)
   result['grid'] = sorted(all_grid)
   for config_path, topology, dtype, batch in grid:
     if (config_path, topology, dtype, batch) in done:
+      row = next(r for r in result['rows'] if _key(r) == (config_path, topology, dtype, batch))
+      if args.largest and 'largest_batch' not in row:
+        print(f'== {config_path} {topology} {dtype}: largest batch', flush=True)
+        add_largest(row, args.largest)
+        print(f'largest global batch that fits: {row["largest_batch"]}'
+              f'{"" if row["largest_batch_exact"] else " (search stopped early)"}', flush=True)
+        save(result, args.out)
       continue
     print(f'== {config_path} {topology} {dtype} batch {batch}', flush=True)
     row = run_one(config_path, topology, batch, dtype, args.largest)

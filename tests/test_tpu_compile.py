@@ -129,6 +129,68 @@ def test_largest_fitting_batch_interpolates_on_memory():
   assert tpu_compile.largest_fitting_batch(lambda b: (False, 1.0), 8, 64, 1.0, capacity) == (0, True)
 
 
+def _memory_model(used_per_batch, capacity, probes):
+  def fits(b):
+    probes.append(b)
+    over = used_per_batch(b) - capacity
+    return over <= 0, over
+  return fits
+
+
+def test_search_largest_needs_two_compiles_past_a_linear_start():
+  fixed, per_image, capacity = 1000.0, 3.0, 100_000.0   # fits up to 33,000 images
+  probes = []
+  fits = _memory_model(lambda b: fixed + per_image * b, capacity, probes)
+  found = tpu_compile.search_largest(fits, 64, 128, fixed + per_image * 128 - capacity,
+                                     capacity, fixed_bytes=fixed)
+  assert found == (32960, True)          # 32960 = 515 x 64 fits; 33024 does not
+  assert probes == [32960, 33024]
+
+
+@pytest.mark.parametrize('used', [
+    lambda b: 5000.0 + 2.0 * b + 1e-4 * b * b,        # grows faster than linear
+    lambda b: 5000.0 + 40.0 * b ** 0.8,               # grows slower (the compiler reuses more)
+    lambda b: 5000.0 + 3.0 * b + (2000.0 if b > 9000 else 0.0),  # a jump in between
+])
+def test_search_largest_is_exact_on_curved_memory(used):
+  capacity, step = 60_000.0, 8
+  truth = max(b for b in range(step, 200_000, step) if used(b) <= capacity)
+  probes = []
+  found = tpu_compile.search_largest(_memory_model(used, capacity, probes), step, 128,
+                                     used(128) - capacity, capacity, fixed_bytes=5000.0)
+  assert found == (truth, True)
+  assert len(probes) <= tpu_compile.MAX_SEARCH_COMPILES
+
+
+def test_search_largest_gets_close_past_a_cliff():
+  """What v3-8 showed: linear, then flat (the compiler rematerializes), then out of memory."""
+  capacity, step = 60_000.0, 8
+  used = lambda b: min(5000.0 + 10.0 * b, 57_000.0) if b <= 15_500 else 120_000.0
+  probes = []
+  found, exact = tpu_compile.search_largest(_memory_model(used, capacity, probes), step, 128,
+                                            used(128) - capacity, capacity, fixed_bytes=5000.0)
+  assert used(found) <= capacity and (exact or found >= 0.97 * 15_496)
+  assert len(probes) <= tpu_compile.MAX_SEARCH_COMPILES
+
+
+def test_search_largest_goes_down_from_a_start_that_does_not_fit():
+  capacity = 1000.0
+  probes = []
+  fits = _memory_model(lambda b: 100.0 + 3.0 * b, capacity, probes)
+  assert tpu_compile.search_largest(fits, 8, 512, 100.0 + 3.0 * 512 - capacity,
+                                    capacity) == (296, True)
+  assert all(b < 512 for b in probes)
+
+
+def test_search_largest_says_when_it_ran_out_of_compiles():
+  probes = []
+  fits = _memory_model(lambda b: 1000.0 + 3.0 * b, 100_000.0, probes)
+  found, exact = tpu_compile.search_largest(fits, 8, 128, 1384.0 - 100_000.0, 100_000.0,
+                                            fixed_bytes=1000.0, max_compiles=1)
+  assert not exact and found <= 33_000 and len(probes) == 1
+  assert fits(found)[0]
+
+
 def test_topology_names():
   assert tpu_specs.topology('v2-32').libtpu_name == 'v2:4x4'
   assert tpu_specs.topology('v2-32').num_devices == 32
@@ -178,3 +240,32 @@ def test_readme_table_is_the_committed_json():
   assert result['rows'] and all(r['fits'] for r in result['rows'])
   with open(os.path.join(root, 'README.md')) as f:
     assert bench_tpu.table(result) in f.read()
+
+
+def test_bench_largest_fills_rows_already_there(tmp_path, monkeypatch):
+  """--largest on a finished sweep searches each row's largest batch without recompiling it."""
+  from bench import tpu_compile as bench_tpu  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  monkeypatch.chdir(root)
+  out = str(tmp_path / 'sweep.json')
+  row = {'config': 'configs/vitgan_cifar10.py', 'topology': 'v3-8', 'dtype': 'bfloat16',
+         'requested_batch': 128, 'fits': False, 'error': 'made up'}
+  bench_tpu.save({'rows': [row]}, out)
+  calls = []
+
+  def fake_largest(config, topology, per_core_step, say, probes):
+    calls.append((config.training.batch_size, str(config.training.dtype), topology,
+                  per_core_step))
+    return 4096, True
+  monkeypatch.setattr(bench_tpu.tpu_compile, 'largest_batch', fake_largest)
+  monkeypatch.setattr(bench_tpu, 'run_one', lambda *a: pytest.fail('recompiled a done row'))
+  args = ['--configs', 'configs/vitgan_cifar10.py', '--topologies', 'v3-8', '--dtypes',
+          'bfloat16', '--out', out, '--largest']
+  bench_tpu.main(args)
+  assert calls == [(128, 'bfloat16', 'v3-8', 8)]
+  saved = bench_tpu.load(out)['rows'][0]
+  assert (saved['largest_batch'], saved['largest_batch_exact'],
+          saved['largest_batch_per_core_step']) == (4096, True, 8)
+  bench_tpu.main(args)                   # already searched: nothing to do
+  assert len(calls) == 1
+  assert '| 4096 |' in bench_tpu.table(bench_tpu.load(out))

@@ -397,60 +397,92 @@ def largest_fitting_batch(fits: Callable[[int], Tuple[bool, float]], step: int, 
                           fit_over: Optional[float] = None) -> Tuple[int, bool]:
   """(largest multiple of `step` below known_fail for which fits(b) holds, exact?).
 
-  Memory grows about linearly with the batch, so each probe interpolates between the
-  largest known fit and the smallest known failure on the bytes over the capacity (a plain
-  bisection when that lands outside them). 0 when not even `step` fits. `exact` is False when
-  max_compiles ran out first (the result is then a batch that fits, maybe not the largest).
+  Memory grows about linearly with the batch, so each probe is where the line between the
+  largest known fit and the smallest known failure crosses the capacity, rounded down to
+  `step`; when that is the known fit itself, the next multiple is probed to close the bracket.
+  Near the capacity the compiler rematerializes, so memory goes flat and then jumps: when the
+  same side moves twice running, the other side's excess is halved (Illinois regula falsi) so
+  the probes do not creep along the flat part. 0 when not even `step` fits. `exact` is False
+  when max_compiles ran out first (the result is then a batch that fits, maybe not the largest).
   """
   lo, lo_over = known_fit, -capacity if fit_over is None else fit_over
   # (batch 0 "needs nothing": a guess that only steers the first probe)
   hi, hi_over = known_fail, fail_over
+  last_side = None
+
+  def next_after(b):
+    return (b // step + 1) * step
   for _ in range(max_compiles):
-    if hi - lo <= step:
+    if next_after(lo) >= hi:
       return lo, True
     guess = lo + (hi - lo) * (-lo_over) / max(hi_over - lo_over, 1.0)
-    guess = int(guess // step) * step
-    if not lo < guess < hi:
-      guess = (lo + hi) // 2 // step * step
-    if not lo < guess < hi:
-      guess = lo + step
+    guess = max(int(guess // step) * step, next_after(lo))
+    if guess >= hi:
+      guess = max((lo + hi) // 2 // step * step, next_after(lo))
     ok, over = fits(guess)
     if ok:
       lo, lo_over = guess, over
+      hi_over = hi_over / 2 if last_side == 'lo' else hi_over
     else:
       hi, hi_over = guess, over
-  return lo, hi - lo <= step
+      lo_over = lo_over / 2 if last_side == 'hi' else lo_over
+    last_side = 'lo' if ok else 'hi'
+  return lo, next_after(lo) >= hi
 
 
-def largest_batch(config, topology_name: str, cache: bool = True,
-                  say: Callable[[str], None] = lambda s: None) -> Tuple[int, bool]:
+def search_largest(fits: Callable[[int], Tuple[bool, float]], step: int, start: int,
+                   start_over: float, capacity: float, fixed_bytes: float = 0.0,
+                   max_compiles: int = MAX_SEARCH_COMPILES) -> Tuple[int, bool]:
+  """(largest multiple of `step` for which fits(b) holds, exact?), from batch `start` (compiled:
+  start_over bytes over the capacity).
+
+  Upward, each probe is where a line crosses the capacity: first the line from `fixed_bytes`
+  at batch 0 (the state and program, which do not grow with the batch) through `start`, then
+  the line through the last two fits. A linear memory model thus needs about two compiles past
+  `start`: one at the crossing, one a step above it.
+  """
+  if start_over > 0:
+    return largest_fitting_batch(fits, step, start, start_over, capacity, max_compiles)
+  prev, prev_over = 0, fixed_bytes - capacity
+  lo, lo_over = start, start_over
+  for compiles in range(1, max_compiles + 1):
+    slope = (lo_over - prev_over) / (lo - prev)
+    target = lo + (-lo_over) / slope if slope > 0 else 2 * lo
+    target = int(target // step) * step
+    if target <= lo:
+      target = (lo // step + 1) * step
+    ok, over = fits(target)
+    if not ok:
+      return largest_fitting_batch(fits, step, target, over, capacity, max_compiles - compiles,
+                                   known_fit=lo, fit_over=lo_over)
+    prev, prev_over, lo, lo_over = lo, lo_over, target, over
+  return lo, False
+
+
+def largest_batch(config, topology_name: str, cache: bool = True, per_core_step: int = 1,
+                  say: Callable[[str], None] = lambda s: None,
+                  probes: Optional[List[Tuple[int, float]]] = None) -> Tuple[int, bool]:
   """(largest global batch whose train step fits the topology, exact?), searched by compiling.
 
-  From training.batch_size: down when it does not fit, else up, doubling until a batch fails,
-  then interpolating between the last fit and the first failure.
+  Global batches are multiples of per_core_step x the core count; see search_largest. Each
+  compile's (global batch, bytes over the capacity per core) is appended to `probes`.
   """
   topology = resolve_topology(topology_name)
   mesh = sharding.create_mesh(topology_devices(topology))
   n, capacity = topology.num_devices, topology.chip.hbm_bytes_per_device
 
   def fits(b):
-    ok, over, _ = train_step_over_bytes(with_batch(config, b), mesh, topology, cache)
+    ok, over, report = train_step_over_bytes(with_batch(config, b), mesh, topology, cache)
     say(f'  {topology.name} global batch {b}: {"fits" if ok else "does not fit"} '
         f'({over / GIB:+.2f} GiB against {capacity / GIB:.1f})')
-    return ok, over
-  batch = config.training.batch_size
-  ok, over = fits(batch)
-  if not ok:
-    return largest_fitting_batch(fits, n, batch, over, capacity)
-  lo, lo_over = batch, over
-  for _ in range(MAX_SEARCH_COMPILES // 2):
-    hi = lo * 2
-    ok, hi_over = fits(hi)
-    if not ok:
-      return largest_fitting_batch(fits, n, hi, hi_over, capacity, known_fit=lo,
-                                   fit_over=lo_over)
-    lo, lo_over = hi, hi_over
-  return lo, False
+    if probes is not None:
+      probes.append((b, float(over)))
+    return ok, over, report
+  start = config.training.batch_size
+  _, start_over, report = fits(start)
+  fixed = report.argument_bytes + report.code_bytes if report is not None else 0.0
+  return search_largest(lambda b: fits(b)[:2], n * per_core_step, start, start_over, capacity,
+                        fixed)
 
 
 def check(config, topology_name: str, config_name: str = 'config',
