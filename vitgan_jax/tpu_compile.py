@@ -438,8 +438,8 @@ def search_largest(fits: Callable[[int], Tuple[bool, float]], step: int, start: 
 
   Upward, each probe is where a line crosses the capacity: first the line from `fixed_bytes`
   at batch 0 (the state and program, which do not grow with the batch) through `start`, then
-  the line through the last two fits. A linear memory model thus needs about two compiles past
-  `start`: one at the crossing, one a step above it.
+  the line through the last two fits (at most doubling). A linear memory model thus needs about
+  two compiles past `start`: one at the crossing, one a step above it.
   """
   if start_over > 0:
     return largest_fitting_batch(fits, step, start, start_over, capacity, max_compiles)
@@ -448,6 +448,8 @@ def search_largest(fits: Callable[[int], Tuple[bool, float]], step: int, start: 
   for compiles in range(1, max_compiles + 1):
     slope = (lo_over - prev_over) / (lo - prev)
     target = lo + (-lo_over) / slope if slope > 0 else 2 * lo
+    if prev:   # past the first line: memory that stops growing (rematerialization) can fool
+      target = min(target, 2 * lo)   # the secant into a huge jump; at most double instead
     target = int(target // step) * step
     if target <= lo:
       target = (lo // step + 1) * step
