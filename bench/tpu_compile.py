@@ -185,27 +185,26 @@ def main(argv=None):
     return
   grid = [(c, t, d, int(b)) for c in args.configs.split(',') for d in args.dtypes.split(',')
           for b in args.batches.split(',') for t in args.topologies.split(',')]
-  done = {_key(r) for r in result['rows']}
+  done = {_key(r): r for r in result['rows']}
   result.setdefault('date', datetime.date.today().isoformat())
   result.update(updated=datetime.date.today().isoformat(), libtpu=tpu_compile.libtpu_version(),
                 note='compile-time analysis by the TPU compiler on a CPU host; not measured speed')
   all_grid = {tuple(x) for x in result.get('grid', [])} | set(grid)
   result['grid'] = sorted(all_grid)
   for config_path, topology, dtype, batch in grid:
-    if (config_path, topology, dtype, batch) in done:
-      row = next(r for r in result['rows'] if _key(r) == (config_path, topology, dtype, batch))
+    row = done.get((config_path, topology, dtype, batch))
+    if row is not None:
       if args.largest and 'largest_batch' not in row:
         print(f'== {config_path} {topology} {dtype}: largest batch', flush=True)
         add_largest(row, args.largest)
-        print(f'largest global batch that fits: {row["largest_batch"]}'
-              f'{"" if row["largest_batch_exact"] else " (search stopped early)"}', flush=True)
+        print(f'largest global batch that fits: {_largest_cell(row)}', flush=True)
         save(result, args.out)
       continue
     print(f'== {config_path} {topology} {dtype} batch {batch}', flush=True)
     row = run_one(config_path, topology, batch, dtype, args.largest)
     print(json.dumps({k: v for k, v in row.items() if k != 'programs'}), flush=True)
     result['rows'].append(row)
-    done.add(_key(row))
+    done[_key(row)] = row
     result['not_run'] = sorted(g for g in all_grid if g not in done)
     save(result, args.out)
   result['not_run'] = sorted(g for g in all_grid if g not in done)

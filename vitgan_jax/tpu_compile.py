@@ -391,6 +391,11 @@ def train_step_over_bytes(config, mesh, topology: tpu_specs.Topology, cache: boo
   return over <= 0, over, report
 
 
+def _next_multiple(b: int, step: int) -> int:
+  """The smallest multiple of `step` above b."""
+  return (b // step + 1) * step
+
+
 def largest_fitting_batch(fits: Callable[[int], Tuple[bool, float]], step: int, known_fail: int,
                           fail_over: float, capacity: float,
                           max_compiles: int = MAX_SEARCH_COMPILES, known_fit: int = 0,
@@ -409,16 +414,13 @@ def largest_fitting_batch(fits: Callable[[int], Tuple[bool, float]], step: int, 
   # (batch 0 "needs nothing": a guess that only steers the first probe)
   hi, hi_over = known_fail, fail_over
   last_side = None
-
-  def next_after(b):
-    return (b // step + 1) * step
   for _ in range(max_compiles):
-    if next_after(lo) >= hi:
+    if _next_multiple(lo, step) >= hi:
       return lo, True
     guess = lo + (hi - lo) * (-lo_over) / max(hi_over - lo_over, 1.0)
-    guess = max(int(guess // step) * step, next_after(lo))
+    guess = max(int(guess // step) * step, _next_multiple(lo, step))
     if guess >= hi:
-      guess = max((lo + hi) // 2 // step * step, next_after(lo))
+      guess = max((lo + hi) // 2 // step * step, _next_multiple(lo, step))
     ok, over = fits(guess)
     if ok:
       lo, lo_over = guess, over
@@ -427,7 +429,7 @@ def largest_fitting_batch(fits: Callable[[int], Tuple[bool, float]], step: int, 
       hi, hi_over = guess, over
       lo_over = lo_over / 2 if last_side == 'hi' else lo_over
     last_side = 'lo' if ok else 'hi'
-  return lo, next_after(lo) >= hi
+  return lo, _next_multiple(lo, step) >= hi
 
 
 def search_largest(fits: Callable[[int], Tuple[bool, float]], step: int, start: int,
@@ -450,9 +452,7 @@ def search_largest(fits: Callable[[int], Tuple[bool, float]], step: int, start: 
     target = lo + (-lo_over) / slope if slope > 0 else 2 * lo
     if prev:   # past the first line: memory that stops growing (rematerialization) can fool
       target = min(target, 2 * lo)   # the secant into a huge jump; at most double instead
-    target = int(target // step) * step
-    if target <= lo:
-      target = (lo // step + 1) * step
+    target = max(int(target // step) * step, _next_multiple(lo, step))
     ok, over = fits(target)
     if not ok:
       return largest_fitting_batch(fits, step, target, over, capacity, max_compiles - compiles,
