@@ -12,13 +12,14 @@ analysis, not a measured speed.
   python -m bench.tpu_compile --table               # the README table from the JSON
   python -m bench.tpu_compile --write_readme        # ... written into README.md
 
-Results accumulate in --out (rows already there are skipped, so an interrupted sweep resumes);
-compiler answers are also cached in $VITGAN_CACHE/tpu_compile. Combinations not run are listed
+Results accumulate in --out (rows already there are skipped, so an interrupted sweep resumes;
+sweeps run side by side, e.g. one per core, merge their rows into it); compiler answers are also cached in $VITGAN_CACHE/tpu_compile. Combinations not run are listed
 in the JSON's `not_run`.
 """
 
 import argparse
 import datetime
+import fcntl
 import json
 import os
 import subprocess
@@ -94,10 +95,32 @@ def load(path) -> dict:
 
 
 def save(result, path) -> None:
+  """Writes `result`, first merging in what another sweep saved to `path` since we loaded it.
+
+  Two sweeps may share one JSON (e.g. one per core): under a lock, rows only on disk are added
+  to `result` and fields only on disk are added to this sweep's rows (this sweep's fields win),
+  so neither overwrites the other's rows or largest-batch searches.
+  """
   os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-  with open(path + '.tmp', 'w') as f:
-    json.dump(result, f, indent=1, sort_keys=True)
-  os.replace(path + '.tmp', path)
+  with open(path + '.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    on_disk = load(path)
+    ours = {_key(r): r for r in result['rows']}
+    for row in on_disk['rows']:
+      if _key(row) in ours:
+        for field, value in row.items():
+          ours[_key(row)].setdefault(field, value)
+      else:
+        result['rows'].append(row)
+    if 'grid' in result or 'grid' in on_disk:
+      grid = {tuple(g) for g in result.get('grid', []) + on_disk.get('grid', [])}
+      done = {_key(r) for r in result['rows']}
+      result['grid'] = sorted(grid)
+      result['not_run'] = sorted(g for g in grid if g not in done)
+    tmp = f'{path}.{os.getpid()}.tmp'
+    with open(tmp, 'w') as f:
+      json.dump(result, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
 
 
 def table(result) -> str:

@@ -269,3 +269,30 @@ def test_bench_largest_fills_rows_already_there(tmp_path, monkeypatch):
   bench_tpu.main(args)                   # already searched: nothing to do
   assert len(calls) == 1
   assert '| 4096 |' in bench_tpu.table(bench_tpu.load(out))
+
+
+def test_two_sweeps_share_one_json(tmp_path):
+  """Each sweep's rows and largest-batch searches survive the other's saves (one per core)."""
+  from bench import tpu_compile as bench_tpu  # pylint: disable=g-import-not-at-top
+  out = str(tmp_path / 'sweep.json')
+
+  def row(config, **fields):
+    return {'config': config, 'topology': 'v3-8', 'dtype': 'bfloat16', 'requested_batch': 128,
+            'fits': True, **fields}
+  bench_tpu.save({'rows': [row('a'), row('b')], 'grid': [('a', 'v3-8', 'bfloat16', 128)]}, out)
+  first, second = bench_tpu.load(out), bench_tpu.load(out)   # two sweeps start from one file
+  first['rows'][0]['largest_batch'] = 4096
+  bench_tpu.save(first, out)
+  second['rows'][1]['largest_batch'] = 2048
+  second['rows'].append(row('c'))
+  second['grid'].append(('c', 'v3-8', 'bfloat16', 128))
+  bench_tpu.save(second, out)
+  first['rows'][0]['largest_batch_exact'] = True              # the first sweep goes on
+  bench_tpu.save(first, out)
+  saved = {r['config']: r for r in bench_tpu.load(out)['rows']}
+  assert sorted(saved) == ['a', 'b', 'c']
+  assert (saved['a']['largest_batch'], saved['a']['largest_batch_exact']) == (4096, True)
+  assert saved['b']['largest_batch'] == 2048 and 'largest_batch' not in saved['c']
+  assert bench_tpu.load(out)['not_run'] == []
+  assert sorted(map(tuple, bench_tpu.load(out)['grid'])) == [
+      ('a', 'v3-8', 'bfloat16', 128), ('c', 'v3-8', 'bfloat16', 128)]
