@@ -13,8 +13,9 @@ analysis, not a measured speed.
   python -m bench.tpu_compile --write_readme        # ... written into README.md
 
 Results accumulate in --out (rows already there are skipped, so an interrupted sweep resumes;
-sweeps run side by side, e.g. one per core, merge their rows into it); compiler answers are also cached in $VITGAN_CACHE/tpu_compile. Combinations not run are listed
-in the JSON's `not_run`.
+sweeps run side by side, e.g. one per core, merge their rows into it); compiler answers are
+also cached in $VITGAN_CACHE/tpu_compile. Combinations not run are listed in the JSON's
+`not_run`.
 """
 
 import argparse
@@ -228,9 +229,7 @@ def main(argv=None):
     print(json.dumps({k: v for k, v in row.items() if k != 'programs'}), flush=True)
     result['rows'].append(row)
     done[_key(row)] = row
-    result['not_run'] = sorted(g for g in all_grid if g not in done)
-    save(result, args.out)
-  result['not_run'] = sorted(g for g in all_grid if g not in done)
+    save(result, args.out)   # also lists the grid's combinations not run yet
   save(result, args.out)
   print(table(result))
 

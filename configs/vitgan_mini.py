@@ -3,9 +3,8 @@
 The paper's architecture and recipe (configs/default.py, cited to ../shared/PAPER.md) scaled
 down: G and D with 4 blocks, patch 4 (L=64 tokens), overlap 2; D at width 128, MLP 512, 4 heads;
 G at width 192, MLP 768, 6 heads (half the paper's); batch 32; and seven training choices for
-this scale (below, each measured). Trains
-on the 1,834 real 32x32 images of ../shared/data when pointed there (`--config.data.path`), else
-on CIFAR-10 from TFDS like the full config.
+this scale (below, each measured). Trains on the 1,834 real 32x32 images of ../shared/data when
+pointed there (`--config.data.path`), else on CIFAR-10 from TFDS like the full config.
 """
 
 from configs import default as default_lib
@@ -13,20 +12,18 @@ from configs import default as default_lib
 
 def get_config():
   config = default_lib.get_config()
-  for part in (config.model.generator, config.model.discriminator):
-    part.depth = 4         # as the paper at 32x32 [T]
-    part.width = 128       # paper 384 [T]
-    part.mlp_dim = 512     # 4 x width, as the paper's 1536 / 384 [T]
-    part.num_heads = 4     # head dim 32 (paper: 64)
-  config.model.generator.latent_dim = 128
-  config.model.generator.fourier_dim = 128
-  config.model.generator.inr_hidden = 128
+  g, d = config.model.generator, config.model.discriminator
+  g.depth = d.depth = 4  # as the paper at 32x32 [T]
+  d.width = 128          # paper 384 [T]
+  d.mlp_dim = 512        # 4 x width, as the paper's 1536 / 384 [T]
+  d.num_heads = 4        # head dim 32 (paper: 64)
   # G wider than D: width 192, MLP 768, 6 heads (head dim 32), INR hidden 192. At 128 (as D) FID
   # sat at 187-201 from 40 minutes on; at 192 it fell from 345.7 to 170.8 in 90 minutes, still
   # falling, with D's gap >= 4.1 throughout (README 'Learning benchmark', tenth run); this config
   # as committed: 171.8, 0.497 of step 0 (eleventh run).
-  g = config.model.generator
   g.width, g.mlp_dim, g.num_heads, g.inr_hidden = 192, 768, 6, 192
+  g.latent_dim = 128
+  g.fourier_dim = 128
   config.training.batch_size = 32
   # Two time-scale Adam: D at 1e-3, G at 5e-4 (the paper's 2e-3 is for batch 128). With both at
   # 2e-3 the mini G collapsed to one layout within ~300 steps; at 1e-3 both, or 5e-4 both, it
