@@ -59,8 +59,10 @@ def throughput_table(part):
            '| MFU | compile s | XLA memory GiB |',
            '|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|']
   for p in rows:
-    attention = part['settings']['variants'][p['variant']]['overrides'].get(
-        'model.discriminator.attention', 'l2')
+    overrides = part['settings']['variants'][p['variant']]['overrides']
+    attention = overrides.get('model.discriminator.attention', 'l2')
+    if overrides.get('model.discriminator.l2_form', 'bias') != 'bias':
+      attention += f' {overrides["model.discriminator.l2_form"]}'
     if p['attention_impl'] != 'xla':
       attention += f' ({p["attention_impl"]})'
     memory = (p.get('xla_memory') or {}).get('estimated_step_bytes')

@@ -6,15 +6,19 @@
 #   QUALITY_MINUTES      training minutes of the learning curve (default 1.5)
 #   INCEPTION_WEIGHTS    FID Inception weights for the learning curve (default: the loader's search)
 #   DATA                 uint8 .npz of real images for the learning curve
+#   THROUGHPUT_ARGS      more train_throughput flags, e.g. '--steps 10 --trace /tmp/trace'
+#   QUALITY_ARGS         more learning_curve flags, e.g. '--fid_samples 2000'
+#   PARTS                folder for the part JSONs and the log (default: a fresh temporary one)
 #   QUICK=1              the --quick modes instead (CPU check of this script; no learning curve)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
 PYTHON=${PYTHON:-python3}
-PARTS=$(mktemp -d)
+PARTS=${PARTS:-$(mktemp -d)}
+mkdir -p "$PARTS"
 # A fresh persistent compilation cache: no compile time is ever read from an earlier run's.
-export JAX_COMPILATION_CACHE_DIR="$PARTS/jax_cache"
+export JAX_COMPILATION_CACHE_DIR="$(mktemp -d)/jax_cache"
 LOG="$PARTS/run_all.log"
 QUICK_FLAG=${QUICK:+--quick}
 
@@ -34,11 +38,12 @@ if [[ -n "${QUICK:-}" ]]; then
   part fid_speed 900 "$PYTHON" -m bench.fid_speed --quick
 else
   part train_throughput $(( ${THROUGHPUT_BUDGET_S:-210} + 60 )) "$PYTHON" \
-    -m bench.train_throughput --budget_s "${THROUGHPUT_BUDGET_S:-210}"
+    -m bench.train_throughput --budget_s "${THROUGHPUT_BUDGET_S:-210}" ${THROUGHPUT_ARGS:-}
   part fid_speed 150 "$PYTHON" -m bench.fid_speed --num_samples "${FID_SAMPLES:-50000}"
   # The library's own trainer on real images, ViTGAN's D only, FID every 30 s.
-  part learning_curve 240 "$PYTHON" -m bench.learning_curve --rows vitgan \
-    --minutes "${QUALITY_MINUTES:-1.5}" --eval_every_minutes 0.5 \
+  part learning_curve $(python3 -c "print(int(${QUALITY_MINUTES:-1.5} * 60 + 150))") \
+    "$PYTHON" -m bench.learning_curve --rows vitgan \
+    --minutes "${QUALITY_MINUTES:-1.5}" --eval_every_minutes 0.5 ${QUALITY_ARGS:-} \
     ${DATA:+--data "$DATA"} ${INCEPTION_WEIGHTS:+--inception_weights "$INCEPTION_WEIGHTS"}
 fi
 

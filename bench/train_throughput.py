@@ -8,8 +8,9 @@ steps ended by block_until_ready; FLOPs from XLA's cost analysis; MFU against th
 dense bf16 rate (common.PEAK_BF16_FLOPS; none on CPU). Fails a point that recompiles after its
 first step.
 
-Points run in priority order (batch 128 first, then the batch sweeps) until --budget_s runs
-out; compiles after the first run --compile_workers at a time (XLA releases the GIL), timings
+Points run in the sweep's order (the paper batch in bf16 first, then one-change variants at that
+batch, then the batch sweeps) until --budget_s runs out; `--trace DIR` also profiles the first
+point (kernel time by op). Compiles after the first run --compile_workers at a time (XLA releases the GIL), timings
 run one at a time with nothing else going on.
 
   python -m bench.train_throughput            # full sweep (accelerator), ~4-5 min on an H100
@@ -32,18 +33,33 @@ from vitgan_jax import sharding, train
 from vitgan_jax.gan import GAN
 
 # name -> (config file, overrides). Every variant is the paper's step with one change at most.
+CIFAR = 'configs/vitgan_cifar10.py'
 VARIANTS = {
-    'cifar10': ('configs/vitgan_cifar10.py', {}),
+    'cifar10': (CIFAR, {}),
     'celeba64': ('configs/vitgan_celeba64.py', {}),
-    'cifar10-dot': ('configs/vitgan_cifar10.py', {'model.discriminator.attention': 'dot'}),
+    'cifar10-dot': (CIFAR, {'model.discriminator.attention': 'dot'}),
+    'cifar10-l2aug': (CIFAR, {'model.discriminator.l2_form': 'augmented'}),
+    'cifar10-no-guard': (CIFAR, {'training.nan_guard': False}),
+    'cifar10-no-bcr': (CIFAR, {'loss.bcr_real': 0.0, 'loss.bcr_fake': 0.0}),
+    'cifar10-no-augment': (CIFAR, {'augment.policy': ''}),
+    'cifar10-no-isn': (CIFAR, {'model.discriminator.spectral_norm': 'none'}),
     'smoke': ('configs/smoke.py', {}),
 }
-FULL_SWEEP = {  # variant -> batch sizes; dtypes and attention implementations from flags
-    'cifar10': (64, 128, 256, 512, 1024),
-    'celeba64': (64, 128, 256, 512, 1024),
-    'cifar10-dot': (128, 512),
-}
-QUICK_SWEEP = {'smoke': (16, 32)}
+# The full sweep, in the order it runs: 'variant/batch/dtype/attention implementation'. The
+# paper batch in bf16 first; then its one-change variants (what each feature costs, and the
+# fused-attention forms); then the batch sweeps.
+FULL_SWEEP = (
+    'cifar10/128/bfloat16/xla', 'cifar10/128/bfloat16/cudnn', 'cifar10-l2aug/128/bfloat16/cudnn',
+    'cifar10-l2aug/128/bfloat16/xla', 'cifar10/128/float32/xla', 'celeba64/128/bfloat16/xla',
+    'cifar10-dot/128/bfloat16/xla', 'cifar10-no-guard/128/bfloat16/xla',
+    'cifar10-no-bcr/128/bfloat16/xla', 'cifar10-no-augment/128/bfloat16/xla',
+    'cifar10-no-isn/128/bfloat16/xla',
+    'cifar10/256/bfloat16/xla', 'cifar10/512/bfloat16/xla', 'cifar10/1024/bfloat16/xla',
+    'celeba64/256/bfloat16/xla', 'celeba64/512/bfloat16/xla', 'celeba64/1024/bfloat16/xla',
+    'cifar10-l2aug/1024/bfloat16/cudnn', 'cifar10/1024/float32/xla', 'celeba64/128/float32/xla',
+    'cifar10/64/bfloat16/xla',
+)
+QUICK_SWEEP = ('smoke/16/float32/xla', 'smoke/32/float32/xla')
 PAPER_BATCH = 128
 
 
@@ -62,23 +78,30 @@ class Point:
   def name(self):
     return f'{self.variant}/b{self.batch_size}/{self.dtype}/{self.attention_impl}'
 
-  def priority(self, variant_order):
-    """The paper batch first, then each variant's batch sweep; bf16 before f32."""
-    return (self.batch_size != PAPER_BATCH, variant_order.index(self.variant), self.batch_size,
-            self.dtype != 'bfloat16', self.attention_impl != 'xla')
 
 
-def make_points(sweep, dtypes, attention_impls, platform):
-  points = []
-  for variant, batch_sizes in sweep.items():
-    for batch in batch_sizes:
-      for dtype in dtypes:
-        for impl in attention_impls:
-          if impl == 'cudnn' and (platform != 'gpu' or dtype != 'bfloat16'):
-            continue  # cuDNN's fused attention: NVIDIA GPUs, 16-bit inputs only
-          points.append(Point(variant, batch, dtype, impl))
-  order = list(sweep)
-  return sorted(points, key=lambda p: p.priority(order))
+def parse_point(spec):
+  """'variant/batch/dtype/impl' -> Point; ValueError naming what is wrong."""
+  parts = spec.split('/')
+  if len(parts) != 4 or parts[0] not in VARIANTS or not parts[1].isdigit():
+    raise ValueError(f'point {spec!r}: want variant/batch/dtype/impl, variant one of '
+                     f'{sorted(VARIANTS)}')
+  return Point(parts[0], int(parts[1]), parts[2], parts[3])
+
+
+def make_points(specs, platform):
+  """Points in the given order; cuDNN ones only on a GPU in bfloat16 (its fused attention
+  takes 16-bit inputs)."""
+  points = [parse_point(s) for s in specs]
+  return [p for p in points
+          if p.attention_impl != 'cudnn' or (platform == 'gpu' and p.dtype == 'bfloat16')]
+
+
+def cross_product(variants, batch_sizes, dtypes, impls):
+  """Specs for every combination, the paper batch first, then by variant and batch."""
+  specs = [(b != PAPER_BATCH, i, b, d != 'bfloat16', m != 'xla', f'{v}/{b}/{d}/{m}')
+           for i, v in enumerate(variants) for b in batch_sizes for d in dtypes for m in impls]
+  return [s[-1] for s in sorted(specs)]
 
 
 def point_config(point):
@@ -220,6 +243,26 @@ def time_point(point, variant, batch, args, counter, peak):
                        'after its first step')
 
 
+def trace_point(point, variant, batch, trace_dir, steps=5):
+  """Device kernel time by op over `steps` steps under jax.profiler (profile_step's reader)."""
+  from bench import profile_step  # pylint: disable=g-import-not-at-top
+  state = variant.copy(variant.state)
+  state, _ = point.step(state, batch)
+  jax.block_until_ready(state)
+  try:
+    with jax.profiler.trace(trace_dir):
+      for _ in range(steps):
+        state, metrics = point.step(state, batch)
+      jax.block_until_ready((state, metrics))
+    times = profile_step.kernel_times(trace_dir, top=40)
+  except Exception as e:  # pylint: disable=broad-except  (profiler or trace format missing)
+    return f'unreadable: {type(e).__name__}: {e}'[:500]
+  if isinstance(times, dict):
+    times['steps'] = steps
+    times['ms_per_step'] = times['total_ms'] / steps
+  return times
+
+
 def _cache_size(jitted):
   try:
     return int(jitted._cache_size())  # pylint: disable=protected-access
@@ -237,20 +280,24 @@ def run(args):
   info = result['device']
   peak = info['peak_bf16_flops_per_device']
   mesh = sharding.create_mesh()
-  sweep = QUICK_SWEEP if args.quick else FULL_SWEEP
-  if args.variants:
-    sweep = {v: tuple(args.batch_sizes or sweep.get(v, FULL_SWEEP.get(v, (PAPER_BATCH,))))
-             for v in args.variants.split(',')}
-  elif args.batch_sizes:
-    sweep = {v: tuple(args.batch_sizes) for v in sweep}
-  points = make_points(sweep, args.dtypes.split(','), args.attention_impls.split(','),
-                       info['platform'])
+  if args.points:
+    specs = args.points.split(',')
+  elif args.variants or args.batch_sizes or args.dtypes or args.attention_impls:
+    specs = cross_product(
+        (args.variants or ('smoke' if args.quick else 'cifar10,celeba64')).split(','),
+        args.batch_sizes or (PAPER_BATCH,),
+        (args.dtypes or ('float32' if args.quick else 'bfloat16')).split(','),
+        (args.attention_impls or 'xla').split(','))
+  else:
+    specs = QUICK_SWEEP if args.quick else FULL_SWEEP
+  points = make_points(specs, info['platform'])
+  used = list(dict.fromkeys(p.variant for p in points))
   result['settings'] = {
       'steps': args.steps, 'warmup': args.warmup, 'repeats': args.repeats,
       'budget_s': args.budget_s, 'compile_workers': args.compile_workers,
       'prng_impl': args.prng_impl or jax.config.jax_default_prng_impl,
-      'sweep': {k: list(v) for k, v in sweep.items()},
-      'variants': {k: {'config': VARIANTS[k][0], 'overrides': VARIANTS[k][1]} for k in sweep},
+      'points': [p.name for p in points],
+      'variants': {k: {'config': VARIANTS[k][0], 'overrides': VARIANTS[k][1]} for k in used},
       'input': 'one fixed random batch resident on the device',
       'flops_source': "XLA cost analysis of the lowered (unoptimized) step, 'flops' key; "
                       'flops_per_step_compiled is the optimized per-device module',
@@ -258,7 +305,7 @@ def run(args):
   }
   counter = common.CompileCounter()
   variants, batches = {}, {}
-  for name in sweep:
+  for name in used:
     variants[name] = Variant(name, mesh)
     print(f'[init] {name}: state ready in {variants[name].init_seconds:.1f}s, '
           f'params {variants[name].num_params}', flush=True)
@@ -313,6 +360,9 @@ def run(args):
     try:
       with common.attention_implementation(point.attention_impl):  # in case of a retrace
         time_point(point, variants[point.variant], batch_for(point), args, counter, peak)
+      if args.trace and point is points[0]:
+        r['kernel_times'] = trace_point(point, variants[point.variant], batch_for(point),
+                                        args.trace)
       print(f'[timed] {point.name}: {r["images_per_second"]:.0f} img/s, '
             f'{r["ms_per_step"]:.2f} ms/step, compile {r["compile_seconds"]:.1f}s, '
             f'{(r["achieved_tflops"] or 0):.3f} TFLOP/s, MFU {r["mfu"]}', flush=True)
@@ -337,13 +387,19 @@ def parse_args(argv=None):
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--quick', action='store_true',
                       help='tiny model (configs/smoke.py) at batch 16 and 32, float32, on CPU')
+  parser.add_argument('--points', default='',
+                      help="comma list of 'variant/batch/dtype/impl' (impl 'xla' or 'cudnn'); "
+                           'default: the full sweep (or --quick\'s)')
   parser.add_argument('--variants', default='',
-                      help=f'comma list of {sorted(VARIANTS)}; default: the whole sweep')
+                      help=f'with --batch_sizes/--dtypes/--attention_impls: every combination; '
+                           f'variants from {sorted(VARIANTS)}')
   parser.add_argument('--batch_sizes', type=lambda s: [int(x) for x in s.split(',')],
                       default=None, help='global batch sizes, e.g. 64,128,256')
   parser.add_argument('--dtypes', default=None, help='comma list of float32,bfloat16')
   parser.add_argument('--attention_impls', default=None,
                       help="comma list of 'xla','cudnn' (cudnn: GPU and bfloat16 only)")
+  parser.add_argument('--trace', default='',
+                      help='profile the first point for a few steps here: kernel time by op')
   parser.add_argument('--steps', type=int, default=None, help='timed steps per repeat')
   parser.add_argument('--warmup', type=int, default=3, help='untimed steps, the first included')
   parser.add_argument('--repeats', type=int, default=None, help='timed repeats (median kept)')
@@ -361,9 +417,7 @@ def parse_args(argv=None):
   parser.add_argument('--verbose', action='store_true')
   args = parser.parse_args(argv)
   quick = args.quick
-  defaults = dict(dtypes='float32' if quick else 'bfloat16,float32',
-                  attention_impls='xla' if quick else 'xla,cudnn',
-                  steps=3 if quick else 20, repeats=2 if quick else 3,
+  defaults = dict(steps=3 if quick else 20, repeats=2 if quick else 3,
                   budget_s=600 if quick else 300, compile_workers=1 if quick else 4)
   for key, value in defaults.items():
     if getattr(args, key) is None:

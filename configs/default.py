@@ -51,6 +51,7 @@ def get_discriminator_config():
   d.power_iterations = 1      # per training step [code]
   d.qk_init_scale = 0.1       # small tied q/k init so L2 attention starts near uniform (PAPER.md Sec. 6)
   d.learned_temperature = False  # per-head learnable logit scale tau ([code]); see layers.Attention
+  d.l2_form = 'bias'          # L2 logits as 'bias' (per-key bias) | 'augmented' (q, k + 1 channel, no bias; fused-kernel friendly)
   # Minibatch std per token before the last block, over groups of this many images (StyleGAN's
   # mbstd, not in the paper; 0 = off): lets D see a G whose samples share one layout.
   d.minibatch_std_group = 0

@@ -201,3 +201,23 @@ def test_eval_memory_records_peak_rss_per_batch_size(tmp_path):
     assert p['peak_vmhwm_bytes'] > 0
     assert p['weights'] == 'tiny' and 'fid' in p  # of 4 samples: any number (even NaN)
   assert isinstance(result['per_image_bytes'], float)  # ~0 for the tiny net
+
+
+def test_throughput_sweep_specs():
+  """The full sweep parses, starts at the paper batch in bf16, and drops cuDNN points off a GPU;
+  a cross product puts the paper batch first."""
+  from bench import train_throughput as tt
+  full = tt.make_points(tt.FULL_SWEEP, 'gpu')
+  assert len(full) == len(tt.FULL_SWEEP) and len({p.name for p in full}) == len(full)
+  assert (full[0].variant, full[0].batch_size, full[0].dtype) == ('cifar10', 128, 'bfloat16')
+  on_cpu = tt.make_points(tt.FULL_SWEEP, 'cpu')
+  assert on_cpu and all(p.attention_impl == 'xla' for p in on_cpu)
+  assert tt.cross_product(['smoke'], [64, 128], ['float32', 'bfloat16'], ['xla']) == [
+      'smoke/128/bfloat16/xla', 'smoke/128/float32/xla', 'smoke/64/bfloat16/xla',
+      'smoke/64/float32/xla']
+  with pytest.raises(ValueError, match='variant/batch/dtype/impl'):
+    tt.parse_point('cifar10/128/bfloat16')
+  with pytest.raises(ValueError, match='variant/batch/dtype/impl'):
+    tt.parse_point('nope/128/bfloat16/xla')
+  for name in tt.VARIANTS:  # every variant's overrides name real config fields
+    common.load_config(*tt.VARIANTS[name])

@@ -79,13 +79,16 @@ def _softmax(x):
   return e / e.sum()
 
 
-@pytest.mark.parametrize('kind,learned_temperature',
-                         [('l2', False), ('dot', False), ('l2', True), ('dot', True)])
-def test_attention_equals_plain_loop(kind, learned_temperature):
+@pytest.mark.parametrize('kind,learned_temperature,l2_form',
+                         [('l2', False, 'bias'), ('dot', False, 'bias'), ('l2', True, 'bias'),
+                          ('dot', True, 'bias'), ('l2', False, 'augmented'),
+                          ('l2', True, 'augmented')])
+def test_attention_equals_plain_loop(kind, learned_temperature, l2_form):
   batch, tokens, width, heads = 2, 5, 8, 2
   dh = width // heads
   module = layers.Attention(heads, kind, qk_init_scale=1.0,
-                            learned_temperature=learned_temperature, temperature_lr_mul=10.0)
+                            learned_temperature=learned_temperature, temperature_lr_mul=10.0,
+                            l2_form=l2_form)
   x = np.random.RandomState(0).normal(size=(batch, tokens, width)).astype(np.float32)
   variables = module.init(jax.random.PRNGKey(0), x)
   tau = np.ones(heads)

@@ -126,3 +126,26 @@ def test_minibatch_std_sees_a_collapsed_group_and_keeps_groups_apart():
   assert 'minibatch_std' not in v0['params']
   np.testing.assert_allclose(np.asarray(plain.apply(v0, collapsed))[4],
                              np.asarray(plain.apply(v0, x[4:5]))[0], rtol=1e-4)
+
+
+def test_l2_forms_give_one_discriminator():
+  """l2_form='augmented' (bias-free, fused-kernel form) is the 'bias' D: same params, logits,
+  and gradients, in float32 and (to bfloat16 rounding) in bfloat16."""
+  config = default_lib.get_config()
+  config.model.discriminator.update(width=48, mlp_dim=96, num_heads=3, depth=2,
+                                    qk_init_scale=1.0, learned_temperature=True)
+  images = jax.random.uniform(jax.random.PRNGKey(1), (4, 32, 32, 3), minval=-1)
+  for dtype, tol in (('float32', 2e-5), ('bfloat16', 5e-2)):
+    outs = {}
+    for form in ('bias', 'augmented'):
+      config.model.discriminator.l2_form = form
+      disc = models.build_discriminator(config.model, dtype)
+      variables = disc.init(jax.random.PRNGKey(0), images)
+      loss = lambda v, x: jnp.sum(disc.apply(v, x) ** 2)  # noqa: E731
+      outs[form] = (disc.apply(variables, images), jax.grad(loss)(variables, images))
+    np.testing.assert_allclose(outs['augmented'][0], outs['bias'][0], rtol=tol, atol=tol)
+    for a, b in zip(jax.tree.leaves(outs['augmented'][1]), jax.tree.leaves(outs['bias'][1])):
+      np.testing.assert_allclose(a, b, rtol=tol, atol=tol * float(np.abs(b).max() + 1e-6))
+  with pytest.raises(ValueError, match='l2_form'):
+    config.model.discriminator.l2_form = 'fused'
+    models.build_discriminator(config.model).init(jax.random.PRNGKey(0), images)

@@ -15,6 +15,7 @@ SPECTRAL = 'spectral'  # collection holding power-iteration vectors and sigma(W_
 DIAGNOSTICS = 'intermediates'  # sown only when mutable: attention maps, sigma(W) (see health.py)
 SPECTRAL_MODES = ('none', 'sn', 'isn')
 ATTENTION_KINDS = ('dot', 'l2')
+L2_FORMS = ('bias', 'augmented')
 
 Dtype = Any
 
@@ -247,12 +248,34 @@ def l2_attention_bias(k: jnp.ndarray, head_dim: int) -> jnp.ndarray:
   return -jnp.transpose(sq, (0, 2, 1))[:, :, None, :] / math.sqrt(head_dim)
 
 
+def l2_attention_augmented(q: jnp.ndarray, k: jnp.ndarray, tau=None):
+  """(q', k') whose plain dot product q'.k' is 2 tau q.k - tau ||k||^2: L2 logits without a bias.
+
+  q' = [2 tau q, -tau, 0...], k' = [k, ||k||^2, 0...], zero-padded to a multiple of 8 channels
+  so fused kernels (cuDNN's flash attention: no bias, head dim % 8 == 0) take it; with the
+  scale 1/sqrt(d) this is `l2_attention_bias`'s form, ||q||^2 again cancelling in the softmax.
+  q, k: (B, S, H, d); tau: (H,) or None.
+  """
+  d = q.shape[-1]
+  pad = -(d + 1) % 8
+  sq = jnp.sum(jnp.square(k.astype(jnp.float32)), axis=-1, keepdims=True).astype(k.dtype)
+  minus_one = -jnp.ones(q.shape[:-1] + (1,), q.dtype)
+  q2 = 2 * q
+  if tau is not None:
+    q2, minus_one = q2 * tau[:, None].astype(q.dtype), minus_one * tau[:, None].astype(q.dtype)
+  zeros = lambda t: jnp.zeros(t.shape[:-1] + (pad,), t.dtype)  # noqa: E731
+  return (jnp.concatenate([q2, minus_one, zeros(q)], axis=-1),
+          jnp.concatenate([k, sq, zeros(k)], axis=-1))
+
+
 class Attention(nn.Module):
   """Multi-head self-attention; `kind` 'dot' (scaled dot product) or 'l2' (tied W_q = W_k).
 
   L2 attention (Kim et al. 2021, used by ViTGAN's discriminator): logits = -||x W_q - x W_q||^2
   / sqrt(d_head) with one shared projection for queries and keys (no bias: it would cancel).
   Both run through jax.nn.dot_product_attention, which can dispatch to a fused kernel.
+  `l2_form` says how L2 logits reach it: 'bias' (scale 2/sqrt(d) and a per-key bias) or
+  'augmented' (one extra channel on q and k, no bias: what cuDNN's fused kernel accepts).
   `learned_temperature` multiplies each head's logits by tau_h = exp(lr_mul * t_h), t_h = 0 at
   init ([code]'s learnable tau, PAPER.md Sec. 1): under ISN the tied W_qk keeps its initial
   spectral norm, so without tau the small qk_init_scale would fix the attention near uniform.
@@ -266,10 +289,12 @@ class Attention(nn.Module):
   learned_temperature: bool = False
   temperature_lr_mul: float = 10.0
   dtype: Optional[Dtype] = None
+  l2_form: str = 'bias'
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
     check_choice('attention', self.kind, ATTENTION_KINDS)
+    check_choice('l2_form', self.l2_form, L2_FORMS)
     width = x.shape[-1]
     if width % self.num_heads:
       raise ValueError(f'num_heads={self.num_heads} does not divide width={width}')
@@ -288,12 +313,18 @@ class Attention(nn.Module):
       q = split(dense(width, 'query', init_scale=self.qk_init_scale)(x, train))
       k = split(dense(width, 'key', init_scale=self.qk_init_scale)(x, train))
       bias, scale = None, 1.0 / math.sqrt(head_dim)
+    tau = None
     if self.learned_temperature:  # tau * (scale q.k + bias), with q scaled after k was taken
       log_tau = self.param('log_temperature', nn.initializers.zeros, (self.num_heads,))
       tau = jnp.exp(log_tau * self.temperature_lr_mul)
+    if self.kind == 'l2' and self.l2_form == 'augmented':
+      q, k = l2_attention_augmented(q, k, tau)
+      bias, scale = None, 1.0 / math.sqrt(head_dim)
+      v = jnp.pad(v, ((0, 0),) * 3 + ((0, q.shape[-1] - head_dim),))  # same head dim as q, k
+    elif tau is not None:
       q = q * tau[:, None].astype(q.dtype)
       bias = None if bias is None else bias * tau[None, :, None, None].astype(bias.dtype)
-    out = jax.nn.dot_product_attention(q, k, v, bias=bias, scale=scale)
+    out = jax.nn.dot_product_attention(q, k, v, bias=bias, scale=scale)[..., :head_dim]
     if self.is_mutable_collection(DIAGNOSTICS):  # the maps, for health.py only (B, H, Q, K)
       logits = jnp.einsum('bqhd,bkhd->bhqk', q, k).astype(jnp.float32) * scale
       self.sow(DIAGNOSTICS, 'attention_probs',

@@ -38,6 +38,7 @@ class DiscriminatorBlock(nn.Module):
   qk_init_scale: float = 1.0
   learned_temperature: bool = False
   dtype: Optional[Any] = None
+  l2_form: str = 'bias'
 
   @nn.compact
   def __call__(self, h, train: bool = False):
@@ -45,7 +46,8 @@ class DiscriminatorBlock(nn.Module):
     h = h + layers.Attention(
         self.num_heads, self.attention, self.spectral_norm, self.power_iterations,
         qk_init_scale=self.qk_init_scale, learned_temperature=self.learned_temperature,
-        dtype=self.dtype, name='attention')(ln('norm1')(h).astype(h.dtype), train)
+        dtype=self.dtype, l2_form=self.l2_form, name='attention')(
+            ln('norm1')(h).astype(h.dtype), train)
     h = h + layers.MlpBlock(self.mlp_dim, self.spectral_norm, self.power_iterations,
                             dtype=self.dtype, name='mlp')(ln('norm2')(h).astype(h.dtype), train)
     return h
@@ -65,6 +67,7 @@ class ViTDiscriminator(nn.Module):
   power_iterations: int = 1
   qk_init_scale: float = 0.1
   learned_temperature: bool = False
+  l2_form: str = 'bias'          # how L2 logits are computed (layers.Attention); same math
   final_norm: bool = True
   minibatch_std_group: int = 0   # > 0: minibatch std per token before the last block
   dtype: Optional[Any] = None
@@ -72,6 +75,7 @@ class ViTDiscriminator(nn.Module):
   def validate(self) -> int:
     """Checks the config fields; returns the number of patches per side."""
     layers.check_choice('model.discriminator.attention', self.attention, layers.ATTENTION_KINDS)
+    layers.check_choice('model.discriminator.l2_form', self.l2_form, layers.L2_FORMS)
     layers.check_choice('model.discriminator.spectral_norm', self.spectral_norm,
                         layers.SPECTRAL_MODES)
     if self.overlap < 0:
@@ -110,7 +114,8 @@ class ViTDiscriminator(nn.Module):
                 token_minibatch_std(h, self.minibatch_std_group), train)
       h = DiscriminatorBlock(self.num_heads, self.mlp_dim, self.attention, self.spectral_norm,
                              self.power_iterations, self.qk_init_scale,
-                             self.learned_temperature, self.dtype, name=f'block{i}')(h, train)
+                             self.learned_temperature, self.dtype, l2_form=self.l2_form,
+                             name=f'block{i}')(h, train)
     cls_out = h[:, 0].astype(jnp.float32)
     if self.final_norm:
       cls_out = nn.LayerNorm(epsilon=1e-6, dtype=jnp.float32, name='final_norm')(cls_out)
