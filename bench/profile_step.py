@@ -147,25 +147,40 @@ def time_steps(step, state, batch, steps):
 
 
 def kernel_times(trace_dir, top=25):
-  """Device op time by name from a trace (GPU/TPU planes); None where there is none (CPU)."""
+  """Device op time by name from a trace (GPU/TPU planes); None where there is none (CPU).
+
+  Also by kind (the name without its trailing .N / digits: 'loop_add_fusion', 'gemm_fusion',
+  'custom-call'...), with event counts: how many kernels a step launches, and of which kinds.
+  """
   paths = sorted(glob.glob(os.path.join(trace_dir, '**', '*.xplane.pb'), recursive=True))
   if not paths:
     return None
   data = jax.profiler.ProfileData.from_file(paths[-1])
-  totals = collections.Counter()
+  totals, counts = collections.Counter(), collections.Counter()
+  lines_seen = set()
   for plane in data.planes:
     if not plane.name.startswith('/device:'):
       continue
     for line in plane.lines:
+      lines_seen.add(line.name)
       if 'Ops' not in line.name and 'Kernels' not in line.name:
         continue
       for event in line.events:
         totals[f'{line.name}: {event.name}'] += event.duration_ns
+        counts[f'{line.name}: {event.name}'] += 1
   if not totals:
-    return None
+    return {'lines_seen': sorted(lines_seen)[:40]} if lines_seen else None
   whole = sum(totals.values())
-  return {'total_ms': whole / 1e6,
-          'top': [(name, ns / 1e6, ns / whole) for name, ns in totals.most_common(top)]}
+  kinds, kind_counts = collections.Counter(), collections.Counter()
+  for name, ns in totals.items():
+    kind = re.sub(r'[.\d_]+$', '', name.split(': ', 1)[1])
+    kinds[kind] += ns
+    kind_counts[kind] += counts[name]
+  return {'total_ms': whole / 1e6, 'events': sum(counts.values()),
+          'top': [(name, ns / 1e6, ns / whole, counts[name])
+                  for name, ns in totals.most_common(top)],
+          'by_kind': [(kind, ns / 1e6, ns / whole, kind_counts[kind])
+                      for kind, ns in kinds.most_common(top)]}
 
 
 def main(argv=None):
