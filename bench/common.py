@@ -278,9 +278,14 @@ def load_inception(spec: str = 'auto'):
   if spec == 'random':
     params = inception.init_params(jax.random.PRNGKey(0), with_logits=True)
     return jax.tree.map(np.asarray, params), 'random', None
-  params = weights.load_inception_params(spec)
-  packed = any(np.asarray(x).dtype == np.float16 for x in jax.tree.leaves(params))
+  params = weights.load_inception_params(spec)  # float16 kernels come back as float32
+  packed = spec.endswith('.npz') and _has_float16(spec)
   return _as_float32(params), 'float16-packed' if packed else 'float32', None
+
+
+def _has_float16(npz_path):
+  with np.load(npz_path) as f:
+    return any(f[name].dtype == np.float16 for name in f.files)
 
 
 def _as_float32(params):

