@@ -157,26 +157,25 @@ def kernel_times(trace_dir, top=25):
     return None
   data = jax.profiler.ProfileData.from_file(paths[-1])
   totals, counts = collections.Counter(), collections.Counter()
-  lines_seen = set()
-  for plane in data.planes:
-    if not plane.name.startswith('/device:'):
-      continue
-    for line in plane.lines:
-      lines_seen.add(line.name)
-      if 'Ops' not in line.name and 'Kernels' not in line.name:
-        continue
-      for event in line.events:
-        totals[f'{line.name}: {event.name}'] += event.duration_ns
-        counts[f'{line.name}: {event.name}'] += 1
+  device_lines = [line for plane in data.planes if plane.name.startswith('/device:')
+                  for line in plane.lines]
+  lines_seen = sorted({line.name for line in device_lines})
+  wanted = [line for line in device_lines if 'Ops' in line.name or 'Kernels' in line.name]
+  if not wanted:  # GPU traces may hold only per-stream kernel lines
+    wanted = [line for line in device_lines if line.name.startswith('Stream')]
+  for line in wanted:
+    for event in line.events:
+      totals[f'{line.name}: {event.name}'] += event.duration_ns
+      counts[f'{line.name}: {event.name}'] += 1
   if not totals:
-    return {'lines_seen': sorted(lines_seen)[:40]} if lines_seen else None
+    return {'lines_seen': lines_seen[:40]} if lines_seen else None
   whole = sum(totals.values())
   kinds, kind_counts = collections.Counter(), collections.Counter()
   for name, ns in totals.items():
     kind = re.sub(r'[.\d_]+$', '', name.split(': ', 1)[1])
     kinds[kind] += ns
     kind_counts[kind] += counts[name]
-  return {'total_ms': whole / 1e6, 'events': sum(counts.values()),
+  return {'total_ms': whole / 1e6, 'events': sum(counts.values()), 'lines_seen': lines_seen[:40],
           'top': [(name, ns / 1e6, ns / whole, counts[name])
                   for name, ns in totals.most_common(top)],
           'by_kind': [(kind, ns / 1e6, ns / whole, kind_counts[kind])

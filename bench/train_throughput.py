@@ -255,12 +255,12 @@ def trace_point(point, variant, batch, trace_dir, steps=5):
         state, metrics = point.step(state, batch)
       jax.block_until_ready((state, metrics))
     times = profile_step.kernel_times(trace_dir, top=40)
+    if isinstance(times, dict) and 'total_ms' in times:
+      times['steps'] = steps
+      times['ms_per_step'] = times['total_ms'] / steps
+    return times
   except Exception as e:  # pylint: disable=broad-except  (profiler or trace format missing)
     return f'unreadable: {type(e).__name__}: {e}'[:500]
-  if isinstance(times, dict):
-    times['steps'] = steps
-    times['ms_per_step'] = times['total_ms'] / steps
-  return times
 
 
 def _cache_size(jitted):
@@ -343,7 +343,7 @@ def run(args):
       print(f'[error] {point.name}: {point.result["error"][:300]}', flush=True)
       continue
     pool.submit(point, lowered)
-    if i == 0:
+    if i == 0 and args.first_compile_alone:
       point.compile_done.wait()
     print(f'[lowered] {point.name} in {point.result["lower_seconds"]:.1f}s', flush=True)
   # Timings run with no compile going on, unless compiles outlast this share of the budget.
@@ -420,6 +420,9 @@ def parse_args(argv=None):
                       help='timings wait for background compiles up to this fraction')
   parser.add_argument('--compile_workers', type=int, default=None,
                       help='parallel XLA compiles after the first point')
+  parser.add_argument('--first_compile_alone', type=int, default=1,
+                      help='1: the first point compiles before any other is lowered (its compile '
+                           'time without company); 0: all compile at once (a short budget)')
   parser.add_argument('--prng_impl', default='',
                       help="jax_default_prng_impl for the run ('threefry2x32', 'rbg', ...)")
   parser.add_argument('--out', default=None, help='results JSON path')
