@@ -175,6 +175,9 @@ def real_floor(base, args, seeds=(0, 1, 2)) -> dict:
   data = input_pipeline.Data(config)
   reference = train_eval.load_reference_stats(config, extractor, data)
   images = data.images(args.reference_images or None)  # the images the reference is of
+  if args.fid_samples > len(images):  # no subset that large: the floor is not defined
+    return {'skipped': f'--fid_samples {args.fid_samples} is more than the {len(images)} '
+                       'real images'}
   fids = subset_fids(images, reference, extractor, args.fid_samples, seeds)
   return {'fid_of_real_subsets': fids, 'mean': float(np.mean(fids)), 'samples': args.fid_samples,
           'meaning': f'{args.fid_samples} of the training images (seeds {list(seeds)}) against '
@@ -256,9 +259,10 @@ def main(argv=None):
   workdir = args.workdir or tempfile.mkdtemp(prefix='learning_curve_')
   out = args.out or common.default_out('learning_curve', args.quick)
   if args.real_floor:
-    result['real_floor'] = real_floor(base, args)
-    print(f'real-data floor: FID of {args.fid_samples} training images against all of them '
-          f'{result["real_floor"]["mean"]:.1f}', flush=True)
+    floor = result['real_floor'] = real_floor(base, args)
+    print(f'real-data floor: {floor["skipped"]}' if 'skipped' in floor else
+          f'real-data floor: FID of {args.fid_samples} training images against all of them '
+          f'{floor["mean"]:.1f}', flush=True)
   result['rows'] = []
   for row in args.rows.split(','):
     result['rows'].append(run_row(base, row, args, workdir))

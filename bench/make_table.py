@@ -9,6 +9,8 @@ import glob
 import json
 import os
 
+from bench import profile_step
+
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
 GIB = 2.0 ** 30
 
@@ -63,8 +65,8 @@ def throughput_table(part):
     attention = overrides.get('model.discriminator.attention', 'l2')
     if overrides.get('model.discriminator.l2_form', 'bias') != 'bias':
       attention += f' {overrides["model.discriminator.l2_form"]}'
-    if p['attention_impl'] != 'xla':
-      attention += f' ({p["attention_impl"]})'
+    if p['attention_impl'] != 'xla':  # the fused kernel takes only bias-free attention
+      attention += f'; {p["attention_impl"]} for bias-free attention'
     memory = (p.get('xla_memory') or {}).get('estimated_step_bytes')
     lines.append(
         f'| {p["variant"]} | {attention} | {p["dtype"]} | {p["batch_size"]} '
@@ -79,6 +81,29 @@ def throughput_table(part):
         f'{p["variant"]}/b{p["batch_size"]}/{p["dtype"]}/{p["attention_impl"]}: '
         f'{p.get("skipped") or p.get("error", "")[:80]}' for p in missing) + '.')
   return lines
+
+
+def kernel_lines(part, top=10):
+  """The profiled point's device time by kernel kind (train_throughput --trace), if any."""
+  for p in part['points']:
+    times = p.get('kernel_times')
+    if isinstance(times, dict) and times.get('by_kind'):
+      steps = times.get('steps', 1)
+      lines = [f'Where the time goes ({p["variant"]}, batch {p["batch_size"]}, {p["dtype"]}: '
+               f'{_num(times["total_ms"] / steps, 2)} ms of kernels per step, '
+               f'{times["events"] // steps:,} kernel launches per step; top kinds):', '',
+               '| kernel kind | ms/step | share | launches/step |', '|---|--:|--:|--:|']
+      grouped = {}  # library kernels by library (kernel_kind), also in older results
+      for kind, ms, share, count in times['by_kind']:
+        key = profile_step.kernel_kind(kind)
+        old = grouped.get(key, (0.0, 0.0, 0))
+        grouped[key] = (old[0] + ms, old[1] + share, old[2] + count)
+      ranked = sorted(grouped.items(), key=lambda kv: -kv[1][0])
+      for kind, (ms, share, count) in ranked[:top]:
+        lines.append(f'| `{kind[:60]}` | {_num(ms / steps, 2)} | {_num(share, 1, 100.0)}% '
+                     f'| {count // steps:,} |')
+      return lines + ['']
+  return []
 
 
 def fid_lines(part):
@@ -149,9 +174,10 @@ def render(data):
   lines += [hardware_line(data), '']
   if 'train_throughput' in data:
     lines += ['Training step (D step on DiffAugment-ed real + fake with bCR, G step, EMA: '
-              'exactly what training runs; one random batch resident on the device; FLOPs '
-              "from XLA's cost analysis of the step):", '']
+              'exactly what training runs; one random batch resident on the device; FLOPs: '
+              "the matmuls and convolutions of the step's jaxpr, forward and backward):", '']
     lines += throughput_table(data['train_throughput']) + ['']
+    lines += kernel_lines(data['train_throughput'])
   if 'fid_speed' in data:
     lines += fid_lines(data['fid_speed']) + ['']
   if 'learning_curve' in data:

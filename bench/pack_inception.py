@@ -1,6 +1,6 @@
-"""Packs the FID Inception weights as float16 kernels in one .npz (~44 MB) for a device call.
+"""Packs the FID Inception weights as float16 kernels in one .npz (~44 MB) to copy elsewhere.
 
-A device call carries at most 64 MiB and the float32 weights are 87 MB: the conv and
+The float32 weights are 87 MB; for a machine that has to be sent a small bundle, the conv and
 classifier kernels go to float16 (relative rounding 2^-11), the batch-norm vectors stay
 float32. `common.load_inception` reads the pack back as float32 and labels it
 'float16-packed'. `--check N` measures what the rounding does to the pool features and to the

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Puts what a device call needs beside the repo into git-ignored folders of this checkout:
+# Puts what a GPU machine without a package index needs into git-ignored folders of this checkout:
 #   .whl/    the ml-collections wheel (the GPU image has jax, flax, optax, scipy, pillow,
 #            absl-py and PyYAML, but no ml_collections; EXTRA_WHEELS='absl-py==2.5.1 ...'
 #            adds more);
 #   .carry/  the real-image .npz (quality run data and FID reference) and the FID Inception
-#            packed as float16 (~44 MB; a call carries at most 64 MiB in all).
-# Run here, in the project's virtualenv, then call the device with carry [".whl", ".carry"]
-# (bench/README.md has the command).
+#            packed as float16 (~44 MB instead of 87).
+# Run it in the project's virtualenv, then copy the checkout with those two folders to the GPU
+# machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}

@@ -146,6 +146,15 @@ def time_steps(step, state, batch, steps):
   return 1e3 * (time.perf_counter() - start) / steps
 
 
+def kernel_kind(name):
+  """An XLA op or kernel name without its instance number; library kernels by library."""
+  if name.startswith('nvjet') or name.startswith('sm90_xmma') or 'cublas' in name.lower():
+    return 'cuBLAS GEMM (nvjet_*, ...)'
+  if 'convolve' in name or 'cudnn' in name.lower():
+    return 'cuDNN kernels'
+  return re.sub(r'[.\d_]+$', '', name)
+
+
 def kernel_times(trace_dir, top=25):
   """Device op time by name from a trace (GPU/TPU planes); None where there is none (CPU).
 
@@ -172,7 +181,7 @@ def kernel_times(trace_dir, top=25):
   whole = sum(totals.values())
   kinds, kind_counts = collections.Counter(), collections.Counter()
   for name, ns in totals.items():
-    kind = re.sub(r'[.\d_]+$', '', name.split(': ', 1)[1])
+    kind = kernel_kind(name.split(': ', 1)[1])
     kinds[kind] += ns
     kind_counts[kind] += counts[name]
   return {'total_ms': whole / 1e6, 'events': sum(counts.values()), 'lines_seen': lines_seen[:40],

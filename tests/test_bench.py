@@ -221,3 +221,17 @@ def test_throughput_sweep_specs():
     tt.parse_point('nope/128/bfloat16/xla')
   for name in tt.VARIANTS:  # every variant's overrides name real config fields
     common.load_config(*tt.VARIANTS[name])
+
+
+def test_make_table_kernel_lines_group_library_kernels():
+  times = {'total_ms': 20.0, 'events': 40, 'steps': 2, 'by_kind': [
+      ['gemm_fusion_dot', 8.0, 0.4, 10], ['nvjet_sm90_tss_192x96', 5.0, 0.25, 4],
+      ['nvjet_sm90_tst_128x160', 5.0, 0.25, 4], ['input_reduce_fusion', 4.0, 0.2, 22]]}
+  part = {'points': [{'variant': 'cifar10', 'batch_size': 128, 'dtype': 'bfloat16',
+                      'kernel_times': times}]}
+  lines = make_table.kernel_lines(part)
+  assert '10.00 ms of kernels per step, 20 kernel launches per step' in lines[0]
+  rows = [line for line in lines if line.startswith('| `')]
+  assert rows[0] == '| `cuBLAS GEMM (nvjet_*, ...)` | 5.00 | 50.0% | 4 |'  # 10 ms, 8 launches
+  assert rows[1].startswith('| `gemm_fusion_dot` | 4.00 | 40.0% | 5 |')
+  assert len(rows) == 3

@@ -307,3 +307,15 @@ def test_corrupt_weights_file_is_one_line_naming_it(tmp_path, monkeypatch, capsy
     main.report_errors(lambda: weights.load_inception_params(str(path)))
   assert exit_info.value.code == 1
   assert capsys.readouterr().err == f'error: {message}\n'
+
+
+def test_float16_packed_npz_loads_as_float32(tmp_path):
+  """A float16-packed file (bench/pack_inception.py) computes in float32: a conv with float16
+  kernels on float32 images is refused by lax.conv."""
+  kernel = np.random.default_rng(0).normal(size=(3, 3, 3, 4)).astype(np.float16)
+  path = str(tmp_path / 'packed.npz')
+  np.savez(path, **{'Conv/kernel': kernel, 'Conv/bias': np.zeros(4, np.float32)})
+  params = weights.load_inception_params(path)
+  assert params['Conv']['kernel'].dtype == np.float32
+  np.testing.assert_array_equal(params['Conv']['kernel'], kernel.astype(np.float32))
+  assert params['Conv']['bias'].dtype == np.float32
