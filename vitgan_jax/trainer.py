@@ -311,6 +311,11 @@ def _train(run: _Run, state, start_step, data, fresh):
       last = scalars
       curves.add(step, step * batch_size, scalars)
     with clock.pause():
+      if max_seconds > 0 and step < num_steps and clock.seconds() >= max_seconds:
+        # Out of time only now (the log line's device sync ran the clock on): end at this step
+        # rather than evaluate here on the clock and again at the next, final one.
+        _say(f'Reached training.max_train_seconds={max_seconds:g} at step {step}.')
+        num_steps = step
       if sample_every and (step % sample_every == 0 or step == num_steps):
         _write_grid(writer, workdir, config, sample, state, z_fixed, step)
       if step % ckpt_every == 0 or step == num_steps:

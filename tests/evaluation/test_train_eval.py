@@ -258,3 +258,40 @@ def test_evaluator_on_two_processes_equals_one_process():
   expected, = [float(line.split()[1]) for line in single.stdout.splitlines()
                if line.startswith('FID ')]  # the evaluator's own lines say 'Evaluating FID ...'
   assert len(fids) == 2 and fids[0] == fids[1] == pytest.approx(expected, rel=1e-6), (fids, expected)
+
+
+def test_time_budget_ends_with_one_evaluation_when_logging_runs_the_clock_out(
+    tmp_path, monkeypatch):
+  """The log line's device sync can carry the clock past both max_train_seconds and the next
+  timed evaluation: the run then ends at that step with one evaluation, not two a step apart."""
+  monkeypatch.setattr(train_eval, 'feature_extractor',
+                      lambda config, mesh: tiny_extractor(mesh))
+
+  class FakeClock:  # training time moves only when a log line is written: 100 s per line
+    now = 0.0
+
+    def seconds(self):
+      return FakeClock.now
+
+    @staticmethod
+    def pause():
+      import contextlib  # pylint: disable=g-import-not-at-top
+      return contextlib.nullcontext()
+
+  line = trainer.progress_line
+
+  def slow_line(*args, **kwargs):
+    FakeClock.now += 100.0
+    return line(*args, **kwargs)
+
+  monkeypatch.setattr(trainer, 'TrainClock', FakeClock)
+  monkeypatch.setattr(trainer, 'progress_line', slow_line)
+  config = tiny_config()
+  config.training.num_steps, config.training.max_train_seconds = 50, 100.0
+  config.eval.every_steps, config.eval.every_seconds = 0, 100.0
+  config.logging.every_steps, config.checkpoint.every_steps = 3, 1000
+  writer = RecordingWriter()
+  trainer.train_and_evaluate(config, str(tmp_path / 'run'), writer=writer,
+                             data=input_pipeline.Data(config, real_images()))
+  evaluated = sorted(step for step, scalars in writer.scalars.items() if 'fid' in scalars)
+  assert evaluated == [0, 3]  # step 0 (a timed run's baseline) and the last step, once
