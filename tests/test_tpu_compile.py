@@ -296,3 +296,23 @@ def test_two_sweeps_share_one_json(tmp_path):
   assert bench_tpu.load(out)['not_run'] == []
   assert sorted(map(tuple, bench_tpu.load(out)['grid'])) == [
       ('a', 'v3-8', 'bfloat16', 128), ('c', 'v3-8', 'bfloat16', 128)]
+
+
+def test_out_of_memory_message_forms_and_a_search_past_one_without_numbers():
+  """libtpu's 'Exceeded hbm capacity by X. Total hbm usage >= Y' form parses (v2-32 said it for
+  StyleGAN2 at batch 20480); a refusal with no numbers at all makes the search bisect."""
+  message = ('RESOURCE_EXHAUSTED: E1000: CompileTimeHbmOom: XLA:TPU compile permanent error. Ran '
+             'out of memory in memory space hbm. Used 7.49G of 7.48G hbm. Exceeded hbm capacity '
+             'by 11.78M. Total hbm usage >= 8.01G: reserved 530.03M program 6.96G')
+  required, available = tpu_compile.parse_out_of_memory(message)
+  assert required == pytest.approx(8.01 * 2 ** 30)
+  assert required - available == pytest.approx(11.78 * 2 ** 20)
+  assert tpu_compile.parse_out_of_memory('RESOURCE_EXHAUSTED: no sizes here') is None
+  probes = []
+
+  def fits(b):  # fits up to 300; every refusal without numbers
+    probes.append(b)
+    return (True, 3.0 * b - 1000.0) if b <= 300 else (False, float('nan'))
+  largest, exact = tpu_compile.largest_fitting_batch(fits, 8, 4096, float('nan'), 1000.0,
+                                                     known_fit=128, fit_over=-616.0)
+  assert (largest, exact) == (296, True) and len(probes) <= 12

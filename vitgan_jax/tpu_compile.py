@@ -19,6 +19,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import re
 import time
@@ -260,16 +261,24 @@ def _cost(compiled) -> Tuple[float, float]:
 
 _OOM = re.compile(r'required for (.*?) \(([\d.]+)([KMGT]?)\) exceeds available HBM '
                   r'\(([\d.]+)([KMGT]?)\)')
+# The other form libtpu uses: "... Exceeded hbm capacity by 11.78M. Total hbm usage >= 8.01G".
+_OOM_EXCEEDED = re.compile(r'Exceeded hbm capacity by ([\d.]+)([KMGT]?)\b.*?'
+                           r'Total hbm usage >= ([\d.]+)([KMGT]?)\b')
 _UNIT = {'': 1, 'K': 2 ** 10, 'M': 2 ** 20, 'G': 2 ** 30, 'T': 2 ** 40}
 
 
 def parse_out_of_memory(message: str) -> Optional[Tuple[float, float]]:
   """(required, available) bytes per core from libtpu's RESOURCE_EXHAUSTED message, or None."""
   match = _OOM.search(message)
-  if not match:
-    return None
-  _, req, req_unit, avail, avail_unit = match.groups()
-  return float(req) * _UNIT[req_unit], float(avail) * _UNIT[avail_unit]
+  if match:
+    _, req, req_unit, avail, avail_unit = match.groups()
+    return float(req) * _UNIT[req_unit], float(avail) * _UNIT[avail_unit]
+  match = _OOM_EXCEEDED.search(message)
+  if match:
+    over, over_unit, total, total_unit = match.groups()
+    required = float(total) * _UNIT[total_unit]
+    return required, required - float(over) * _UNIT[over_unit]
+  return None
 
 
 class OutOfMemory(Exception):
@@ -309,7 +318,10 @@ def compile_program(name: str, fn, args: tuple, batch: int, *, cache_key: str = 
     with open(path) as f:
       cached = json.load(f)
     if 'out_of_memory' in cached:
-      raise OutOfMemory(*cached['out_of_memory'])
+      message, required, available = cached['out_of_memory']
+      if not math.isfinite(required):  # cached before its message form was parsed
+        required, available = parse_out_of_memory(message) or (required, available)
+      raise OutOfMemory(message, required, available)
     cached['collectives'] = {k: tuple(v) for k, v in cached['collectives'].items()}
     return ProgramReport(**cached)
   start = time.perf_counter()
@@ -417,7 +429,10 @@ def largest_fitting_batch(fits: Callable[[int], Tuple[bool, float]], step: int, 
   for _ in range(max_compiles):
     if _next_multiple(lo, step) >= hi:
       return lo, True
-    guess = lo + (hi - lo) * (-lo_over) / max(hi_over - lo_over, 1.0)
+    if math.isfinite(hi_over) and math.isfinite(lo_over):
+      guess = lo + (hi - lo) * (-lo_over) / max(hi_over - lo_over, 1.0)
+    else:  # a refusal that did not say by how much: bisect
+      guess = (lo + hi) / 2
     guess = max(int(guess // step) * step, _next_multiple(lo, step))
     if guess >= hi:
       guess = max((lo + hi) // 2 // step * step, _next_multiple(lo, step))
