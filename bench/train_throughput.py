@@ -314,7 +314,7 @@ def run(args):
   }
   counter = common.CompileCounter()
   variants, batches = {}, {}
-  init_spent = 0.0  # state inits (their own compiles: ISN's 1000 power iterations) are off budget
+  init_spent = 0.0  # state inits (~30 s each on an H200: compiling init) are off the budget
 
   def variant_for(point):
     nonlocal init_spent
