@@ -79,7 +79,7 @@ def throughput_table(part):
     lines.append('')
     lines.append('Not measured: ' + '; '.join(
         f'{p["variant"]}/b{p["batch_size"]}/{p["dtype"]}/{p["attention_impl"]}: '
-        f'{p.get("skipped") or p.get("error", "")[:80]}' for p in missing) + '.')
+        f'{(p.get("skipped") or p.get("error", "")[:80]).rstrip(".")}' for p in missing) + '.')
   return lines
 
 
