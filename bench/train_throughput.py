@@ -4,16 +4,16 @@ Times exactly the step training runs: `train.make_train_step` jitted by `train.j
 on `sharding.create_mesh()` (D step on DiffAugment-ed real+fake with bCR, G step, EMA, NaN
 guard), fed one random batch that lives on the device, so input never limits it. Per point:
 trace+lower and XLA compile times (`.lower().compile()`), warm-up, then `--repeats` x `--steps`
-steps ended by block_until_ready; FLOPs from XLA's cost analysis; MFU against the chip's peak
+steps ended by block_until_ready; FLOPs from the step's jaxpr; MFU against the chip's peak
 dense bf16 rate (common.PEAK_BF16_FLOPS; none on CPU). Fails a point that recompiles after its
 first step.
 
 Points run in the sweep's order (the paper batch in bf16 first, then one-change variants at that
 batch, then the batch sweeps) until --budget_s runs out; `--trace DIR` also profiles the first
-point (kernel time by op). Compiles after the first run --compile_workers at a time (XLA releases the GIL), timings
-run one at a time with nothing else going on.
+point (kernel time by op). Compiles after the first run --compile_workers at a time (XLA
+releases the GIL), timings run one at a time with nothing else going on.
 
-  python -m bench.train_throughput            # full sweep (accelerator), ~4-5 min on an H100
+  python -m bench.train_throughput            # full sweep (accelerator; see bench/README.md)
   python -m bench.train_throughput --quick    # configs/smoke.py sizes on CPU, under a minute
 """
 
@@ -77,7 +77,6 @@ class Point:
   @property
   def name(self):
     return f'{self.variant}/b{self.batch_size}/{self.dtype}/{self.attention_impl}'
-
 
 
 def parse_point(spec):
@@ -202,7 +201,8 @@ def step_matmul_flops(fn, state, batch):
   """FLOPs of every matmul and convolution in the step's jaxpr (forward and backward): the
   same count on every platform. XLA's cost analysis is not: on a GPU it left out the work of
   library GEMMs (an H200 reported 6.6 GFLOP per image at batch 128, 1.3 at batch 1024, for
-  a step this count puts at 17.5 and the CPU's analysis at 17.8)."""
+  a step this count puts at 17.5 and the CPU's analysis at 17.8). Traced apart from the
+  lowering, outside the attention patch, so cuDNN points count the same math as XLA ones."""
   from bench import profile_step  # pylint: disable=g-import-not-at-top
   jaxpr = jax.make_jaxpr(fn)(state, batch)
   return float(sum(f for _, _, f in profile_step.matmul_flops(jaxpr.jaxpr)))
