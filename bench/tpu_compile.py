@@ -37,6 +37,9 @@ TOPOLOGIES = ('v2-32', 'v3-8', 'v4-8', 'v5e-8', 'v6e-8')
 DEFAULT_OUT = 'bench/results/2026-12-02-tpu-compile.json'
 README_BEGIN = '<!-- tpu-compile table: python -m bench.tpu_compile --write_readme -->'
 README_END = '<!-- end tpu-compile table -->'
+# What a sweep writes at the top level; the JSON's other top-level fields are notes edited by
+# hand, which save() takes from the file so a sweep started earlier does not put back its copy.
+SWEEP_FIELDS = ('rows', 'grid', 'not_run', 'date', 'updated', 'libtpu', 'note')
 
 
 def _key(row) -> tuple:
@@ -100,12 +103,14 @@ def save(result, path) -> None:
 
   Two sweeps may share one JSON (e.g. one per core): under a lock, rows only on disk are added
   to `result` and fields only on disk are added to this sweep's rows (this sweep's fields win),
-  so neither overwrites the other's rows or largest-batch searches.
+  so neither overwrites the other's rows or largest-batch searches. Top-level notes (not in
+  SWEEP_FIELDS) are the file's.
   """
   os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
   with open(path + '.lock', 'w') as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
     on_disk = load(path)
+    result.update({k: v for k, v in on_disk.items() if k not in SWEEP_FIELDS})
     ours = {_key(r): r for r in result['rows']}
     for row in on_disk['rows']:
       if _key(row) in ours:
@@ -134,7 +139,7 @@ def table(result) -> str:
   for row in sorted(result['rows'], key=lambda r: (r['config'], TOPOLOGIES.index(r['topology'])
                                                   if r['topology'] in TOPOLOGIES else 99,
                                                   r['dtype'], r['requested_batch'])):
-    name = os.path.basename(row['config']).replace('.py', '')
+    name = _config_name(row['config'])
     largest = _largest_cell(row)
     if not row.get('fits'):
       lines.append(f'| {name} | {row["topology"]} | {row["dtype"]} | {row["requested_batch"]} | '
@@ -152,12 +157,52 @@ def table(result) -> str:
   if not_run:
     groups = {}
     for c, t, d, b in not_run:
-      groups.setdefault((os.path.basename(c).replace('.py', ''), d, b), []).append(t)
+      groups.setdefault((_config_name(c), d, b), []).append(t)
     lines.append('')
     lines.append(f'Not run ({len(not_run)} combinations; {result.get("not_run_reason", "")}): '
                  + '; '.join(f'{c} {d} batch {b} on {", ".join(ts)}'
                              for (c, d, b), ts in sorted(groups.items())) + '.')
   return '\n'.join(lines)
+
+
+def _config_name(path) -> str:
+  return os.path.basename(path).replace('.py', '')
+
+
+def _searched_rows(result, dtype) -> dict:
+  """(config, topology) -> the row of `dtype` whose largest batch was searched."""
+  return {(r['config'], r['topology']): r for r in result['rows']
+          if r['dtype'] == dtype and 'largest_batch' in r}
+
+
+def largest_table(result, dtype) -> str:
+  """Markdown: the largest global batch that fits, config x topology; '' if none searched."""
+  searched = _searched_rows(result, dtype)
+  if not searched:
+    return ''
+  configs = sorted({r['config'] for r in result['rows']},
+                   key=lambda c: (CONFIGS.index(c) if c in CONFIGS else 99, c))
+  lines = [f'Largest global batch that fits, {dtype} (≥: the search ran out of probes before '
+           'closing the bracket; empty: not searched):', '',
+           '| config | ' + ' | '.join(TOPOLOGIES) + ' |', '|---|' + '--:|' * len(TOPOLOGIES)]
+  for config in configs:
+    cells = [_largest_cell(searched[(config, t)]).split(' (')[0] if (config, t) in searched
+             else '' for t in TOPOLOGIES]
+    lines.append(f'| `{_config_name(config)}` | ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+def largest_not_searched(result) -> str:
+  """One line: which compiled rows have no largest-batch search yet, by config and dtype."""
+  groups = {}
+  for r in result['rows']:
+    if 'largest_batch' not in r:
+      groups.setdefault((_config_name(r['config']), r['dtype']), []).append(r['topology'])
+  if not groups:
+    return ''
+  return 'Largest batch not searched yet: ' + '; '.join(
+      f'{c} {d} on {", ".join(sorted(ts, key=TOPOLOGIES.index))}'
+      for (c, d), ts in sorted(groups.items())) + '.'
 
 
 def _largest_cell(row) -> str:
@@ -178,7 +223,10 @@ def write_readme(result, out_path, readme='README.md') -> None:
   block = (f'{README_BEGIN}\n'
            f'Compile-time analysis by the TPU compiler (libtpu {result.get("libtpu", "?")}, '
            f'on a CPU host, {result.get("date", "?")}; `{out_path}`), per core; not measured '
-           'speed.\n\n' + table(result) + f'\n{README_END}')
+           'speed.\n\n' + ''.join(f'{t}\n\n' for t in (
+               largest_table(result, 'bfloat16'), largest_table(result, 'float32'),
+               largest_not_searched(result)) if t)
+           + table(result) + f'\n{README_END}')
   if README_BEGIN in text:
     head, rest = text.split(README_BEGIN, 1)
     text = head + block + rest.split(README_END, 1)[1]

@@ -253,21 +253,8 @@ def time_point(point, variant, batch, args, counter, peak):
 def trace_point(point, variant, batch, trace_dir, steps=5):
   """Device kernel time by op over `steps` steps under jax.profiler (profile_step's reader)."""
   from bench import profile_step  # pylint: disable=g-import-not-at-top
-  state = variant.copy(variant.state)
-  state, _ = point.step(state, batch)
-  jax.block_until_ready(state)
-  try:
-    with jax.profiler.trace(trace_dir):
-      for _ in range(steps):
-        state, metrics = point.step(state, batch)
-      jax.block_until_ready((state, metrics))
-    times = profile_step.kernel_times(trace_dir, top=40)
-    if isinstance(times, dict) and 'total_ms' in times:
-      times['steps'] = steps
-      times['ms_per_step'] = times['total_ms'] / steps
-    return times
-  except Exception as e:  # pylint: disable=broad-except  (profiler or trace format missing)
-    return f'unreadable: {type(e).__name__}: {e}'[:500]
+  return profile_step.traced_steps(point.step, variant.copy(variant.state), batch, steps,
+                                   trace_dir)
 
 
 def _cache_size(jitted):

@@ -50,7 +50,8 @@ def check_header(result, benchmark):
 def throughput(bench_env, tmp_path_factory):
   out = tmp_path_factory.mktemp('bench') / 'train_throughput.json'
   return run_bench('train_throughput', ['--batch_sizes', '16', '--steps', '2',
-                                           '--repeats', '2', '--warmup', '1'], bench_env, out)
+                                           '--repeats', '2', '--warmup', '1',
+                                           '--trace', str(out.parent / 'trace')], bench_env, out)
 
 
 def test_train_throughput_quick(throughput):
@@ -70,6 +71,8 @@ def test_train_throughput_quick(throughput):
   assert point['device_memory']['peak_bytes_in_use'] is None  # CPU: no allocator stats
   assert point['xla_memory']['estimated_step_bytes'] > 0
   assert len(point['ms_per_step_repeats']) == 2
+  assert point['kernel_times']['steps'] == 5   # traced after the timing; a CPU trace has no
+  assert point['kernel_times']['traced_wall_ms_per_step'] > 0   # device planes to read
 
 
 def test_fid_speed_quick(bench_env, tmp_path):
@@ -235,3 +238,31 @@ def test_make_table_kernel_lines_group_library_kernels():
   assert rows[0] == '| `cuBLAS GEMM (nvjet_*, ...)` | 5.00 | 50.0% | 4 |'  # 10 ms, 8 launches
   assert rows[1].startswith('| `gemm_fusion_dot` | 4.00 | 40.0% | 5 |')
   assert len(rows) == 3
+
+
+def test_traced_steps_keep_the_warm_up_out_of_the_trace(tmp_path, monkeypatch):
+  """Kernel times and wall time cover the same `steps` steps: the warm-up runs untraced."""
+  import contextlib  # pylint: disable=g-import-not-at-top
+  from bench import profile_step  # pylint: disable=g-import-not-at-top
+  calls, traced = [], []
+
+  def step(state, batch):
+    calls.append(state)
+    return state + batch, {'loss': state}
+
+  @contextlib.contextmanager
+  def fake_trace(trace_dir):
+    start = len(calls)
+    yield
+    traced.append((trace_dir, len(calls) - start))
+
+  monkeypatch.setattr(profile_step.jax.profiler, 'trace', fake_trace)
+  monkeypatch.setattr(profile_step, 'kernel_times', lambda d, top: {'total_ms': 6.0})
+  times = profile_step.traced_steps(step, 0, 1, 3, str(tmp_path))
+  assert calls == [0, 1, 2, 3]            # warm-up, then three steps from its state
+  assert traced == [(str(tmp_path), 3)]   # only the three are traced
+  assert times['steps'] == 3 and times['ms_per_step'] == 2.0
+  assert times['traced_wall_ms_per_step'] >= 0
+  monkeypatch.setattr(profile_step, 'kernel_times', lambda d, top: None)  # CPU: no device planes
+  assert set(profile_step.traced_steps(step, 0, 1, 2, str(tmp_path))) == {
+      'steps', 'traced_wall_ms_per_step'}

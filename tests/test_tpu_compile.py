@@ -7,6 +7,7 @@ $VITGAN_CACHE for this module) or needs no compile.
 """
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -316,3 +317,34 @@ def test_out_of_memory_message_forms_and_a_search_past_one_without_numbers():
   largest, exact = tpu_compile.largest_fitting_batch(fits, 8, 4096, float('nan'), 1000.0,
                                                      known_fit=128, fit_over=-616.0)
   assert (largest, exact) == (296, True) and len(probes) <= 12
+
+
+def test_sweep_keeps_hand_notes_and_tables_the_largest_search(tmp_path):
+  """A sweep's save keeps notes edited in the file since; the search grid shows what ran."""
+  from bench import tpu_compile as bench_tpu  # pylint: disable=g-import-not-at-top
+  out = str(tmp_path / 'sweep.json')
+  a, b = 'configs/vitgan_cifar10.py', 'configs/ladagan_cifar10.py'
+
+  def row(config, topology, dtype, **fields):
+    return {'config': config, 'topology': topology, 'dtype': dtype, 'requested_batch': 128,
+            'fits': True, **fields}
+  bench_tpu.save({'rows': [row(a, 'v3-8', 'bfloat16'), row(b, 'v3-8', 'float32')],
+                  'nan_guard_change': 'old note'}, out)
+  sweep = bench_tpu.load(out)                    # a sweep starts ...
+  on_disk = bench_tpu.load(out)
+  on_disk['nan_guard_change'] = 'edited note'    # ... someone edits the file's note by hand ...
+  with open(out, 'w') as f:
+    json.dump(on_disk, f)
+  sweep['rows'][0].update(largest_batch=15232, largest_batch_exact=False, largest_batch_probes=[
+      {'global_batch': 15360, 'gib_over_capacity': 0.5}])
+  sweep['rows'].append(row(a, 'v2-32', 'bfloat16', largest_batch=35072, largest_batch_exact=True))
+  bench_tpu.save(sweep, out)                     # ... and the sweep saves its search
+  result = bench_tpu.load(out)
+  assert result['nan_guard_change'] == 'edited note'
+  grid = bench_tpu.largest_table(result, 'bfloat16').splitlines()
+  assert grid[2] == '| config | v2-32 | v3-8 | v4-8 | v5e-8 | v6e-8 |'
+  assert grid[4] == '| `vitgan_cifar10` | 35072 | ≥ 15232 |  |  |  |'
+  assert grid[5] == '| `ladagan_cifar10` |  |  |  |  |  |'
+  assert bench_tpu.largest_table(result, 'float32') == ''
+  assert bench_tpu.largest_not_searched(result) == (
+      'Largest batch not searched yet: ladagan_cifar10 float32 on v3-8.')
