@@ -258,3 +258,18 @@ def test_nonfinite_step_keeps_the_whole_state():
   assert int(next_state.bad_step) == 1
   assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(after.g_params),
                                                       jax.tree.leaves(next_state.g_params)))
+
+
+@pytest.mark.parametrize('bad', [np.nan, np.inf, -np.inf])
+def test_a_nonfinite_gradient_in_any_leaf_is_caught_through_the_norm(bad):
+  """The guard reads the grad norms (also the metrics): one bad entry in one leaf flags it."""
+  import optax  # pylint: disable=g-import-not-at-top
+  grads = {'a': np.ones((3, 4), np.float32), 'b': {'c': np.ones(5, np.float32)}}
+  finite = optax.tree.norm(grads)
+  grads['b']['c'][2] = bad
+  broken = optax.tree.norm(grads)
+  checks = lambda d_ok, g_norm: int(train._finite_checks(  # pylint: disable=protected-access  # noqa: E731
+      jnp.array(True), jnp.float32(1.0), d_ok, g_norm))
+  assert checks(jnp.array(True), finite) == 0
+  assert train.describe_nonfinite(checks(jnp.array(True), broken)) == ['g_grads']
+  assert train.describe_nonfinite(checks(jnp.isfinite(broken), finite)) == ['d_grads']
