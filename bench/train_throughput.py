@@ -426,7 +426,7 @@ def parse_args(argv=None):
   args = parser.parse_args(argv)
   quick = args.quick
   defaults = dict(steps=3 if quick else 20, repeats=2 if quick else 3,
-                  budget_s=600 if quick else 600, compile_workers=1 if quick else 8)
+                  budget_s=600, compile_workers=1 if quick else 8)
   for key, value in defaults.items():
     if getattr(args, key) is None:
       setattr(args, key, value)
