@@ -136,6 +136,11 @@ def build(config_path, overrides, batch_size, mesh):
   return config, fn, state, batch
 
 
+def placement(state):
+  """The shardings `state` lives in (GAN.init_on's), for jit_train_step."""
+  return jax.tree.map(lambda x: x.sharding, state)
+
+
 def time_steps(step, state, batch, steps):
   state, metrics = step(state, batch)
   jax.block_until_ready((state, metrics))
@@ -233,7 +238,7 @@ def main(argv=None):
   result = common.header('profile_step', False)
   result['settings'] = {'config': args.config, 'batch_size': args.batch_size}
   config, fn, state, batch = build(args.config, {}, args.batch_size, mesh)
-  step = train.jit_train_step(fn, mesh)
+  step = train.jit_train_step(fn, mesh, state_shardings=placement(state))
   lowered = step.lower(state, batch)
   flops = common.flops_of(lowered)
   result['xla_gflop_per_image'] = flops / args.batch_size / 1e9
@@ -259,7 +264,7 @@ def main(argv=None):
       if wanted and name not in wanted:
         continue
       _, fn_a, state_a, batch_a = build(args.config, overrides, args.batch_size, mesh)
-      step_a = train.jit_train_step(fn_a, mesh)
+      step_a = train.jit_train_step(fn_a, mesh, state_shardings=placement(state_a))
       low = step_a.lower(state_a, batch_a)
       compiled_a, compile_s = common.timed(low.compile)
       ops = entry_op_counts(compiled_a.as_text())

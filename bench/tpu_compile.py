@@ -21,6 +21,7 @@ also cached in $VITGAN_CACHE/tpu_compile. Combinations not run are listed in the
 import argparse
 import datetime
 import fcntl
+import functools
 import json
 import os
 import subprocess
@@ -46,11 +47,15 @@ def _key(row) -> tuple:
   return (row['config'], row['topology'], row['dtype'], row['requested_batch'])
 
 
+@functools.lru_cache(maxsize=None)
 def _commit() -> str:
-  """The checkout's commit, so each row says which train step the compiler saw."""
+  """The checkout's commit when the sweep started (the code it imported), so each row says
+  which train step the compiler saw; '+dirty' when the library or configs had changes."""
+  def git(*args):
+    return subprocess.run(['git', *args], capture_output=True, text=True, check=True).stdout
   try:
-    return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True,
-                          text=True, check=True).stdout.strip()
+    dirty = git('status', '--porcelain', '--', 'vitgan_jax', 'configs').strip()
+    return git('rev-parse', '--short', 'HEAD').strip() + ('+dirty' if dirty else '')
   except (OSError, subprocess.CalledProcessError):
     return 'unknown'
 
@@ -249,6 +254,7 @@ def main(argv=None):
   parser.add_argument('--table', action='store_true', help='print the table from --out')
   parser.add_argument('--write_readme', action='store_true')
   args = parser.parse_args(argv)
+  _commit()  # now, before any compile: a commit made while the sweep runs is not its code
   result = load(args.out)
   if args.table or args.write_readme:
     if args.write_readme:

@@ -116,12 +116,12 @@ class Variant:
   def __init__(self, name, mesh):
     config = common.load_config(*VARIANTS[name])
     gan = GAN.from_config(config)
-    replicated = sharding.replicated(mesh)
     start = time.perf_counter()
     self.state = jax.block_until_ready(gan.init_on(mesh, config.training.seed))
     self.init_seconds = time.perf_counter() - start
     # The step donates its state: each point trains a fresh copy of the same initial state.
-    self.copy = jax.jit(lambda s: jax.tree.map(jnp.copy, s), out_shardings=replicated)
+    self.copy = jax.jit(lambda s: jax.tree.map(jnp.copy, s),
+                        out_shardings=gan.state_shardings(mesh))
     self.image_shape = (config.model.image_size, config.model.image_size, config.model.channels)
     self.num_params = {'generator': _count(self.state.g_params),
                        'discriminator': _count(self.state.d_params)}
@@ -184,8 +184,9 @@ class CompilePool:
 def lower_point(point, variant, batch, mesh):
   """Traces and lowers the jitted step for this point (main thread: tracing holds the GIL)."""
   config = point_config(point)
-  fn = train.make_train_step(config, GAN.from_config(config), mesh)
-  point.step = train.jit_train_step(fn, mesh)
+  gan = GAN.from_config(config)
+  fn = train.make_train_step(config, gan, mesh)
+  point.step = train.jit_train_step(fn, mesh, state_shardings=gan.state_shardings(mesh))
   start = time.perf_counter()
   with common.attention_implementation(point.attention_impl):
     lowered = point.step.lower(variant.state, batch)

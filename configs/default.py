@@ -91,6 +91,9 @@ def get_config():
   config.training.ema_kimg = 500.0   # [StyleGAN2-ADA cifar]
   config.training.ema_rampup = 0.05  # EMA half-life ramp-up, fraction of images seen [StyleGAN2-ADA]
   config.training.nan_guard = True   # stop on a non-finite loss or gradient
+  # ZeRO-1: split the Adam moments and the EMA over the devices (each updates its slice);
+  # same math, less HBM traffic per device but more collectives (README: TPU compile).
+  config.training.shard_optimizer = False
   config.training.debug_poison_step = -1  # test hook: NaN real images at this step (-1: off)
 
   config.optimizer = ml_collections.ConfigDict()

@@ -21,7 +21,8 @@ def build(config, mesh=None):
   mesh = mesh or sharding.create_mesh(jax.devices()[:1])
   gan = GAN.from_config(config)
   state = gan.init(jax.random.PRNGKey(config.training.seed))
-  step = train.jit_train_step(train.make_train_step(config, gan, mesh), mesh, donate=False)
+  step = train.jit_train_step(train.make_train_step(config, gan, mesh), mesh, donate=False,
+                              state_shardings=gan.state_shardings(mesh))
   return gan, state, step
 
 
@@ -181,20 +182,45 @@ EIGHT_DEVICES = textwrap.dedent('''
     # sum across devices. A large eps makes the update continuous in g, which is what we compare.
     config.optimizer.g.eps = config.optimizer.d.eps = 1.0
     batch = {{'image': jax.random.uniform(jax.random.PRNGKey(3), (16, 32, 32, 3), minval=-1)}}
-    results = []
-    for devices in (jax.devices()[:1], jax.devices()):
-      mesh = sharding.create_mesh(devices)
-      _, state, step = build(config, mesh)
-      losses = []
-      for _ in range(2):
-        state, metrics = step(state, sharding.global_batch(batch, mesh))
-        losses.append([float(metrics[k]) for k in ('d_loss', 'g_loss', 'd_real', 'd_fake')])
-      results.append((np.array(losses), jax.tree.leaves(jax.device_get(state.g_params))))
-    (l1, p1), (l8, p8) = results
-    print('losses 1 device', l1.tolist()); print('losses 8 devices', l8.tolist())
-    np.testing.assert_allclose(l8, l1, rtol=1e-5, atol=1e-5)
-    for a, b in zip(p1, p8):
-      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    for shard in (False, True):  # training.shard_optimizer: the same math either way
+      config.training.shard_optimizer = shard
+      results = []
+      for devices in (jax.devices()[:1], jax.devices()):
+        mesh = sharding.create_mesh(devices)
+        _, state, step = build(config, mesh)
+        losses = []
+        for _ in range(2):
+          state, metrics = step(state, sharding.global_batch(batch, mesh))
+          losses.append([float(metrics[k]) for k in ('d_loss', 'g_loss', 'd_real', 'd_fake')])
+        results.append((np.array(losses), jax.tree.leaves(jax.device_get(
+            (state.g_params, state.ema_params, state.d_opt_state)))))
+      # With it, Adam's moments and the EMA are split over the 8 devices, the weights not.
+      mu = state.d_opt_state.inner_state[0].mu
+      split = [tuple(x.sharding.spec) for x in jax.tree.leaves((mu, state.ema_params))]
+      assert (sum('data' in s for s in split) >= len(split) // 2) == shard, split
+      assert all(tuple(x.sharding.spec) == () for x in jax.tree.leaves(state.g_params))
+      (l1, p1), (l8, p8) = results
+      print(shard, 'losses 1 device', l1.tolist()); print('losses 8 devices', l8.tolist())
+      np.testing.assert_allclose(l8, l1, rtol=1e-5, atol=1e-5)
+      for a, b in zip(p1, p8):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    # The split state checkpoints and restores split (and into one device, as a resume on a
+    # smaller machine would).
+    import tempfile
+    from vitgan_jax import checkpoint
+    from vitgan_jax.gan import GAN
+    with tempfile.TemporaryDirectory() as workdir:
+      ckpt = checkpoint.Checkpointer(workdir, async_save=False)
+      ckpt.save(2, state)
+      ckpt.wait()
+      for devices in (jax.devices(), jax.devices()[:1]):
+        template = GAN.from_config(config).abstract_state(sharding.create_mesh(devices))
+        restored = ckpt.restore(template)
+        for a, b, t in zip(jax.tree.leaves(state), jax.tree.leaves(restored),
+                           jax.tree.leaves(template)):
+          assert b.sharding == t.sharding
+          np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+      ckpt.close()
     try:
       sharding.check_batch_size(12, sharding.create_mesh())
     except ValueError as e:

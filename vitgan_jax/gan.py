@@ -54,6 +54,7 @@ class GAN:
   d_tx: optax.GradientTransformation
   latent_dim: int
   image_shape: Tuple[int, int, int]  # (H, W, C) of the images G makes and D reads
+  shard_optimizer: bool = False      # training.shard_optimizer: see state_shardings
 
   @classmethod
   def from_config(cls, config) -> 'GAN':
@@ -72,7 +73,8 @@ class GAN:
     size, channels = config.model.image_size, config.model.channels
     return cls(generator=generator, discriminator=discriminator, g_tx=g_tx, d_tx=d_tx,
                latent_dim=int(config.model.generator.latent_dim),
-               image_shape=(size, size, channels))
+               image_shape=(size, size, channels),
+               shard_optimizer=bool(config.training.get('shard_optimizer', False)))
 
   def latents(self, rng: jax.Array, n: int) -> jax.Array:
     """z ~ N(0, I) of shape (n, latent_dim): the only place latents are drawn."""
@@ -96,18 +98,31 @@ class GAN:
         rng=rng,
         bad_step=jnp.full((), -1, jnp.int32), bad_what=jnp.zeros((), jnp.int32))
 
+  def state_shardings(self, mesh) -> TrainState:
+    """Where each state array lives on `mesh`: replicated, except (with shard_optimizer) the
+    Adam moments and the EMA, split over 'data' (ZeRO-1): each device updates only its slice of
+    them, the step's main memory traffic after the activations. The math is the same."""
+    shapes = jax.eval_shape(self.init, jax.random.PRNGKey(0))
+    replicated = sharding.replicated(mesh)
+    placed = jax.tree.map(lambda _: replicated, shapes)
+    if not self.shard_optimizer:
+      return placed
+    split = lambda tree: jax.tree.map(lambda s: sharding.split_over_data(s.shape, mesh), tree)  # noqa: E731
+    return placed.replace(g_opt_state=split(shapes.g_opt_state),
+                          d_opt_state=split(shapes.d_opt_state),
+                          ema_params=split(shapes.ema_params))
+
   def init_on(self, mesh, seed: int) -> TrainState:
-    """`init(PRNGKey(seed))` computed on `mesh`, replicated (what a fresh run starts from)."""
-    return jax.jit(self.init, out_shardings=sharding.replicated(mesh))(
+    """`init(PRNGKey(seed))` computed on `mesh`, placed by state_shardings (a fresh run)."""
+    return jax.jit(self.init, out_shardings=self.state_shardings(mesh))(
         jax.random.PRNGKey(seed))
 
   def abstract_state(self, mesh=None) -> TrainState:
-    """TrainState of ShapeDtypeStructs (replicated on `mesh`) to restore into, without init."""
+    """TrainState of ShapeDtypeStructs (placed as state_shardings) to restore into, no init."""
     mesh = sharding.create_mesh() if mesh is None else mesh
     shapes = jax.eval_shape(self.init, jax.random.PRNGKey(0))
-    replicated = sharding.replicated(mesh)
-    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
-                        shapes)
+    return jax.tree.map(lambda s, where: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=where),
+                        shapes, self.state_shardings(mesh))
 
   def generate(self, state, rng_or_z, n: Optional[int] = None, *,
                ema: bool = True) -> jax.Array:

@@ -1,5 +1,8 @@
 """Device mesh and shardings: batch split over a 'data' axis, train state replicated.
 
+(With training.shard_optimizer the Adam moments and the EMA are split over 'data' too:
+`GAN.state_shardings`.)
+
 Works the same on 1 CPU, 8 GPUs or a TPU pod slice: each process feeds its local slice of the
 global batch and `global_batch` assembles them into one jax.Array on the mesh.
 """
@@ -42,6 +45,15 @@ def create_mesh(devices: Optional[Sequence[Any]] = None) -> Mesh:
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
+
+
+def split_over_data(shape: Sequence[int], mesh: Mesh) -> NamedSharding:
+  """An array's first dimension that divides evenly split over 'data'; replicated if none."""
+  devices = mesh.shape[DATA_AXIS]
+  for i, size in enumerate(shape):
+    if devices > 1 and size >= devices and size % devices == 0:
+      return NamedSharding(mesh, P(*([None] * i), DATA_AXIS))
+  return replicated(mesh)
 
 
 def data_sharded(mesh: Mesh) -> NamedSharding:

@@ -168,7 +168,7 @@ def programs(config, mesh, which=('train step', 'sampler', 'FID eval step')
              ) -> Dict[str, Tuple[Callable, tuple, int]]:
   """name -> (jitted function, abstract arguments, global batch) for each program to compile."""
   gan = GAN.from_config(config)
-  state = gan.abstract_state(mesh)  # shapes only, replicated, as training restores into
+  state = gan.abstract_state(mesh)  # shapes only, placed as training restores into
   data, rep = sharding.data_sharded(mesh), sharding.replicated(mesh)
   out = {}
   batch = config.training.batch_size
@@ -180,7 +180,9 @@ def programs(config, mesh, which=('train step', 'sampler', 'FID eval step')
       raise errors.ConfigError(f'config: {e}') from e
     size, channels = config.model.image_size, config.model.channels
     images = jax.ShapeDtypeStruct((batch, size, size, channels), jnp.float32, sharding=data)
-    out['train step'] = (train.jit_train_step(step, mesh), (state, {'image': images}), batch)
+    out['train step'] = (train.jit_train_step(step, mesh,
+                                              state_shardings=gan.state_shardings(mesh)),
+                         (state, {'image': images}), batch)
   n = eval_batch_size(config, mesh.devices.size)
   rng = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=rep)
   sample_images = gan.sampler(mesh)  # the jitted sampler evaluation and training use

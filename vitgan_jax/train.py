@@ -67,6 +67,17 @@ def make_train_step(config, gan: GAN, mesh=None) -> Callable:
   def constrain(x):  # keep per-example work split over devices like the batch
     return jax.lax.with_sharding_constraint(x, batch_spec) if batch_spec is not None else x
 
+  def replicate(params):  # gathered once after the sharded update, not at each use
+    if mesh is None or not gan.shard_optimizer:
+      return params
+    return jax.lax.with_sharding_constraint(params, sharding.replicated(mesh))
+
+  def split_like_optimizer(grads):  # ZeRO-1: each device needs only its slice of the sum,
+    if mesh is None or not gan.shard_optimizer:  # so the all-reduce becomes a reduce-scatter
+      return grads
+    return jax.lax.with_sharding_constraint(
+        grads, jax.tree.map(lambda g: sharding.split_over_data(g.shape, mesh), grads))
+
   def _bcr_view(clean, augmented, rng, p):
     """The second view T(x) that bCR holds D consistent on (loss.bcr_views)."""
     if lc.bcr_views == 'independent':  # a second DiffAugment draw of the clean images
@@ -142,9 +153,10 @@ def make_train_step(config, gan: GAN, mesh=None) -> Callable:
       fake = jax.lax.stop_gradient(generate(state.g_params, state.g_state, z))
       (_, (d_aux, d_state, real_logits, fake_logits)), d_grads = jax.value_and_grad(
           d_loss_fn, has_aux=True)(d_params, d_state, real, fake, lecam, state.step, k_d, p)
+      d_grads = split_like_optimizer(d_grads)
       d_updates, d_opt_state = d_tx.update(d_grads, d_opt_state, d_params)
       d_updates = scaled(d_updates)
-      d_params = optax.apply_updates(d_params, d_updates)
+      d_params = replicate(optax.apply_updates(d_params, d_updates))
       if config.loss.lecam > 0:
         lecam = dict(zip(('real', 'fake'), losses.update_lecam_anchors(
             lecam['real'], lecam['fake'], real_logits, fake_logits, config.loss.lecam_decay)))
@@ -158,6 +170,7 @@ def make_train_step(config, gan: GAN, mesh=None) -> Callable:
     z = constrain(gan.latents(k_z, batch_size))
     (_, (g_aux, g_state)), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
         state.g_params, state.g_state, d_params, d_state, z, k_g, real, p)
+    g_grads = split_like_optimizer(g_grads)
     g_updates, g_opt_state = g_tx.update(g_grads, state.g_opt_state, state.g_params)
     g_updates = scaled(g_updates)
     g_grad_norm = optax.tree.norm(g_grads)
@@ -239,8 +252,11 @@ def describe_nonfinite(bad_what: int):
   return [name for i, name in enumerate(NONFINITE_QUANTITIES) if int(bad_what) & (1 << i)]
 
 
-def jit_train_step(train_step: Callable, mesh, donate: bool = True) -> Callable:
-  """jit with the state replicated and the batch split over 'data'; the state is donated."""
+def jit_train_step(train_step: Callable, mesh, donate: bool = True,
+                   state_shardings=None) -> Callable:
+  """jit with the state placed as `state_shardings` (`GAN.state_shardings`; default: replicated)
+  and the batch split over 'data'; the state is donated."""
   rep, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
-  return jax.jit(train_step, in_shardings=(rep, data), out_shardings=(rep, rep),
+  state = rep if state_shardings is None else state_shardings
+  return jax.jit(train_step, in_shardings=(state, data), out_shardings=(state, rep),
                  donate_argnums=(0,) if donate else ())

@@ -85,7 +85,7 @@ def _build(config, gan: GAN, mesh):
     step_fn = train.make_train_step(config, gan, mesh)
   except (ValueError, KeyError) as e:
     raise errors.ConfigError(f'config: {e}') from e
-  return train.jit_train_step(step_fn, mesh)
+  return train.jit_train_step(step_fn, mesh, state_shardings=gan.state_shardings(mesh))
 
 
 def _open_data(config, data: input_pipeline.Data, start_step: int):
