@@ -305,7 +305,7 @@ def test_unknown_config_key_on_the_command_line(tmp_path):
   assert result.stderr.splitlines()[-1] == (
       'error: unknown config key training.num_step in --config.training.num_step; training '
       'has: batch_size, debug_poison_step, dtype, ema_kimg, ema_rampup, max_train_seconds, '
-      'n_critic, nan_guard, num_steps, seed')
+      'n_critic, nan_guard, num_steps, seed, shard_optimizer')
   assert 'Traceback' not in result.stderr and not workdir.exists()
 
 
