@@ -184,9 +184,10 @@ class CompilePool:
 def lower_point(point, variant, batch, mesh):
   """Traces and lowers the jitted step for this point (main thread: tracing holds the GIL)."""
   config = point_config(point)
-  gan = GAN.from_config(config)
-  fn = train.make_train_step(config, gan, mesh)
-  point.step = train.jit_train_step(fn, mesh, state_shardings=gan.state_shardings(mesh))
+  from bench import profile_step  # pylint: disable=g-import-not-at-top
+  fn = train.make_train_step(config, GAN.from_config(config), mesh)
+  point.step = train.jit_train_step(fn, mesh,  # the step takes the variant's state as placed
+                                    state_shardings=profile_step.placement(variant.state))
   start = time.perf_counter()
   with common.attention_implementation(point.attention_impl):
     lowered = point.step.lower(variant.state, batch)

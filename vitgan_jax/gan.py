@@ -9,6 +9,7 @@ benchmarks) takes a `GAN`; nothing else assembles networks and optimizers.
 """
 
 import dataclasses
+import functools
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import flax
@@ -98,19 +99,23 @@ class GAN:
         rng=rng,
         bad_step=jnp.full((), -1, jnp.int32), bad_what=jnp.zeros((), jnp.int32))
 
+  @functools.cached_property
+  def state_shapes(self) -> TrainState:
+    """TrainState of ShapeDtypeStructs, traced from `init` once per GAN."""
+    return jax.eval_shape(self.init, jax.random.PRNGKey(0))
+
   def state_shardings(self, mesh) -> TrainState:
     """Where each state array lives on `mesh`: replicated, except (with shard_optimizer) the
     Adam moments and the EMA, split over 'data' (ZeRO-1): each device updates only its slice of
     them, the step's main memory traffic after the activations. The math is the same."""
-    shapes = jax.eval_shape(self.init, jax.random.PRNGKey(0))
+    shapes = self.state_shapes
     replicated = sharding.replicated(mesh)
     placed = jax.tree.map(lambda _: replicated, shapes)
     if not self.shard_optimizer:
       return placed
-    split = lambda tree: jax.tree.map(lambda s: sharding.split_over_data(s.shape, mesh), tree)  # noqa: E731
-    return placed.replace(g_opt_state=split(shapes.g_opt_state),
-                          d_opt_state=split(shapes.d_opt_state),
-                          ema_params=split(shapes.ema_params))
+    return placed.replace(g_opt_state=sharding.split_tree_over_data(shapes.g_opt_state, mesh),
+                          d_opt_state=sharding.split_tree_over_data(shapes.d_opt_state, mesh),
+                          ema_params=sharding.split_tree_over_data(shapes.ema_params, mesh))
 
   def init_on(self, mesh, seed: int) -> TrainState:
     """`init(PRNGKey(seed))` computed on `mesh`, placed by state_shardings (a fresh run)."""
@@ -120,9 +125,8 @@ class GAN:
   def abstract_state(self, mesh=None) -> TrainState:
     """TrainState of ShapeDtypeStructs (placed as state_shardings) to restore into, no init."""
     mesh = sharding.create_mesh() if mesh is None else mesh
-    shapes = jax.eval_shape(self.init, jax.random.PRNGKey(0))
     return jax.tree.map(lambda s, where: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=where),
-                        shapes, self.state_shardings(mesh))
+                        self.state_shapes, self.state_shardings(mesh))
 
   def generate(self, state, rng_or_z, n: Optional[int] = None, *,
                ema: bool = True) -> jax.Array:

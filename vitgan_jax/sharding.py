@@ -56,6 +56,11 @@ def split_over_data(shape: Sequence[int], mesh: Mesh) -> NamedSharding:
   return replicated(mesh)
 
 
+def split_tree_over_data(tree: Any, mesh: Mesh) -> Any:
+  """`split_over_data` for each array (or ShapeDtypeStruct) of a pytree."""
+  return jax.tree.map(lambda x: split_over_data(x.shape, mesh), tree)
+
+
 def data_sharded(mesh: Mesh) -> NamedSharding:
   """Leading (batch) axis split over 'data'."""
   return NamedSharding(mesh, P(DATA_AXIS))

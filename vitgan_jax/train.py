@@ -67,16 +67,18 @@ def make_train_step(config, gan: GAN, mesh=None) -> Callable:
   def constrain(x):  # keep per-example work split over devices like the batch
     return jax.lax.with_sharding_constraint(x, batch_spec) if batch_spec is not None else x
 
+  shard_optimizer = mesh is not None and gan.shard_optimizer
+
   def replicate(params):  # gathered once after the sharded update, not at each use
-    if mesh is None or not gan.shard_optimizer:
+    if not shard_optimizer:
       return params
     return jax.lax.with_sharding_constraint(params, sharding.replicated(mesh))
 
-  def split_like_optimizer(grads):  # ZeRO-1: each device needs only its slice of the sum,
-    if mesh is None or not gan.shard_optimizer:  # so the all-reduce becomes a reduce-scatter
+  def split_like_optimizer(grads):  # ZeRO-1: each device needs only its slice of the sum
+    # (lets XLA reduce-scatter; libtpu for v3-8 still all-reduced, then sliced: README)
+    if not shard_optimizer:
       return grads
-    return jax.lax.with_sharding_constraint(
-        grads, jax.tree.map(lambda g: sharding.split_over_data(g.shape, mesh), grads))
+    return jax.lax.with_sharding_constraint(grads, sharding.split_tree_over_data(grads, mesh))
 
   def _bcr_view(clean, augmented, rng, p):
     """The second view T(x) that bCR holds D consistent on (loss.bcr_views)."""
