@@ -32,7 +32,7 @@ def get_config():
   config.data.path = _NPZ
   config.data.if_missing = 'random'
   config.training.batch_size = 16
-  # bCR off, DiffAugment on: why, for small ViT Ds, is README 'Training health'.
+  # bCR off, DiffAugment on: why, for small ViT Ds, is docs/learning_log.md.
   config.loss.bcr_real = config.loss.bcr_fake = 0.0
   config.training.num_steps = 60
   config.training.ema_kimg = 0.5

@@ -2,7 +2,7 @@
 real images must leave a discriminator that still separates real from fake and still responds
 to its input. With bCR as it was (lambda 10 on a cutout view stacked on the augmented batch) D
 went blind here within 500 steps: D gap 0.002, mean ||grad_x D|| 0.05 at step 500, falling to
-0.016 by step 1500 (README 'Training health')."""
+0.016 by step 1500 (docs/learning_log.md)."""
 
 import os
 
@@ -15,7 +15,7 @@ from vitgan_jax import health, input_pipeline, sharding, train
 from vitgan_jax.gan import GAN
 
 STEPS = 400
-# Floors, from runs of this test's setup (README 'Training health'): at step 400 the fixed
+# Floors, from runs of this test's setup (docs/learning_log.md): at step 400 the fixed
 # recipe measured D gap 0.9-1.4 and sensitivity 1.3-1.6 over seeds; the old bCR 0.00-0.03 and
 # 0.05-0.06. The floors sit well between the two.
 MIN_GAP = 0.2
