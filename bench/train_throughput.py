@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bench import common
+from bench import common, profile_step
 from vitgan_jax import sharding, train
 from vitgan_jax.gan import GAN
 
@@ -184,7 +184,6 @@ class CompilePool:
 def lower_point(point, variant, batch, mesh):
   """Traces and lowers the jitted step for this point (main thread: tracing holds the GIL)."""
   config = point_config(point)
-  from bench import profile_step  # pylint: disable=g-import-not-at-top
   fn = train.make_train_step(config, GAN.from_config(config), mesh)
   point.step = train.jit_train_step(fn, mesh,  # the step takes the variant's state as placed
                                     state_shardings=profile_step.placement(variant.state))
@@ -205,7 +204,6 @@ def step_matmul_flops(fn, state, batch):
   library GEMMs (an H200 reported 6.6 GFLOP per image at batch 128, 1.3 at batch 1024, for
   a step this count puts at 17.5 and the CPU's analysis at 17.8). Traced apart from the
   lowering, outside the attention patch, so cuDNN points count the same math as XLA ones."""
-  from bench import profile_step  # pylint: disable=g-import-not-at-top
   jaxpr = jax.make_jaxpr(fn)(state, batch)
   return float(sum(f for _, _, f in profile_step.matmul_flops(jaxpr.jaxpr)))
 
@@ -254,7 +252,6 @@ def time_point(point, variant, batch, args, counter, peak):
 
 def trace_point(point, variant, batch, trace_dir, steps=5):
   """Device kernel time by op over `steps` steps under jax.profiler (profile_step's reader)."""
-  from bench import profile_step  # pylint: disable=g-import-not-at-top
   return profile_step.traced_steps(point.step, variant.copy(variant.state), batch, steps,
                                    trace_dir)
 
