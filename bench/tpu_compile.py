@@ -9,6 +9,7 @@ analysis, not a measured speed.
   python -m bench.tpu_compile --configs configs/vitgan_cifar10.py --dtypes bfloat16
   python -m bench.tpu_compile --largest             # also search the largest batch that fits
                                                     # (in steps of 8 images per core)
+  python -m bench.tpu_compile --close 6             # resume searches that ran out of compiles
   python -m bench.tpu_compile --table               # the README table from the JSON
   python -m bench.tpu_compile --write_readme        # ... written into README.md
 
@@ -96,6 +97,42 @@ def add_largest(row, per_core_step) -> None:
              largest_batch_code_commit=_commit())
 
 
+def bracket(row) -> tuple:
+  """(largest fit, its bytes over, smallest failure above it, its bytes over) of row's search;
+  the failure is (None, None) when every probe fitted."""
+  probes = [(p['global_batch'], p['gib_over_capacity'] * 2**30)
+            for p in row['largest_batch_probes']]
+  fit = [p for p in probes if p[0] == row['largest_batch']]
+  failed = sorted(p for p in probes if p[1] > 0 and p[0] > row['largest_batch'])
+  return (*fit[0], *(failed[0] if failed else (None, None)))
+
+
+def close_largest(row, max_compiles) -> None:
+  """Resumes row's largest-batch search that ran out of compiles, from its recorded bracket,
+  for up to max_compiles more compiles (probes already compiled come from the cache)."""
+  config = common.load_config(row['config'], {'training.batch_size': row['requested_batch'],
+                                              'training.dtype': row['dtype']})
+  start, probes = time.perf_counter(), []
+  fit, fit_over, fail, fail_over = bracket(row)
+  say = lambda s: print(s, flush=True)  # noqa: E731
+  step = row['largest_batch_per_core_step']
+  if fail is None:   # never refused: go on upward from the largest fit
+    found, exact = tpu_compile.largest_batch(
+        common.load_config(row['config'], {'training.batch_size': fit,
+                                           'training.dtype': row['dtype']}),
+        row['topology'], per_core_step=step, say=say, probes=probes)
+  else:
+    found, exact = tpu_compile.close_bracket(
+        config, row['topology'], fit, fit_over, fail, fail_over, per_core_step=step,
+        max_compiles=max_compiles, say=say, probes=probes)
+  row['largest_batch_probes'] += [{'global_batch': b, 'gib_over_capacity': over / 2**30}
+                                  for b, over in probes]
+  row.update(largest_batch=max(found, fit), largest_batch_exact=exact,
+             largest_batch_wall_seconds=row.get('largest_batch_wall_seconds', 0.0)
+             + time.perf_counter() - start,
+             largest_batch_resumed_commit=_commit())
+
+
 def load(path) -> dict:
   if os.path.exists(path):
     with open(path) as f:
@@ -107,8 +144,9 @@ def save(result, path) -> None:
   """Writes `result`, first merging in what another sweep saved to `path` since we loaded it.
 
   Two sweeps may share one JSON (e.g. one per core): under a lock, rows only on disk are added
-  to `result` and fields only on disk are added to this sweep's rows (this sweep's fields win),
-  so neither overwrites the other's rows or largest-batch searches. Top-level notes (not in
+  to `result` and fields only on disk are added to this sweep's rows (this sweep's fields win,
+  except a largest-batch search with more probes on disk: one resumed by --close), so neither
+  overwrites the other's rows or largest-batch searches. Top-level notes (not in
   SWEEP_FIELDS) are the file's.
   """
   os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
@@ -119,8 +157,11 @@ def save(result, path) -> None:
     ours = {_key(r): r for r in result['rows']}
     for row in on_disk['rows']:
       if _key(row) in ours:
+        mine = ours[_key(row)]
+        if _probes(row) > _probes(mine):  # a search resumed since we loaded: its answer wins
+          mine.update({k: v for k, v in row.items() if k.startswith('largest_batch')})
         for field, value in row.items():
-          ours[_key(row)].setdefault(field, value)
+          mine.setdefault(field, value)
       else:
         result['rows'].append(row)
     if 'grid' in result or 'grid' in on_disk:
@@ -132,6 +173,10 @@ def save(result, path) -> None:
     with open(tmp, 'w') as f:
       json.dump(result, f, indent=1, sort_keys=True)
     os.replace(tmp, path)
+
+
+def _probes(row) -> int:
+  return len(row.get('largest_batch_probes', []))
 
 
 def table(result) -> str:
@@ -250,6 +295,9 @@ def main(argv=None):
   parser.add_argument('--largest', type=int, nargs='?', const=8, default=0, metavar='PER_CORE',
                       help='also search the largest global batch that fits, in steps of '
                       'PER_CORE (default 8) images per core; adds it to rows already there')
+  parser.add_argument('--close', type=int, default=0, metavar='COMPILES',
+                      help='resume largest-batch searches that ran out of compiles (the '
+                      '"≥" cells) for up to COMPILES more compiles each')
   parser.add_argument('--out', default=DEFAULT_OUT)
   parser.add_argument('--table', action='store_true', help='print the table from --out')
   parser.add_argument('--write_readme', action='store_true')
@@ -275,6 +323,11 @@ def main(argv=None):
       if args.largest and 'largest_batch' not in row:
         print(f'== {config_path} {topology} {dtype}: largest batch', flush=True)
         add_largest(row, args.largest)
+        print(f'largest global batch that fits: {_largest_cell(row)}', flush=True)
+        save(result, args.out)
+      if args.close and 'largest_batch' in row and not row['largest_batch_exact']:
+        print(f'== {config_path} {topology} {dtype}: closing {_largest_cell(row)}', flush=True)
+        close_largest(row, args.close)
         print(f'largest global batch that fits: {_largest_cell(row)}', flush=True)
         save(result, args.out)
       continue

@@ -348,3 +348,50 @@ def test_sweep_keeps_hand_notes_and_tables_the_largest_search(tmp_path):
   assert bench_tpu.largest_table(result, 'float32') == ''
   assert bench_tpu.largest_not_searched(result) == (
       'Largest batch not searched yet: ladagan_cifar10 float32 on v3-8.')
+
+
+def test_close_resumes_a_search_from_its_bracket_and_survives_a_stale_sweep(tmp_path,
+                                                                            monkeypatch):
+  """--close picks up a '≥' search between its largest fit and smallest refusal; a sweep that
+  loaded the file before (the old bracket in memory) does not put the old answer back."""
+  from bench import tpu_compile as bench_tpu  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  monkeypatch.chdir(root)
+  out = str(tmp_path / 'sweep.json')
+  gib, capacity, step = 2**30, 16 * 2**30, 64            # v3-8: 8 cores x 8 images
+  used = lambda b: 2 * gib + 0.9 * gib * b / 1000        # fits up to 15,555 images
+  truth = max(b for b in range(step, 20_000, step) if used(b) <= capacity)
+  over = lambda b: (used(b) - capacity) / gib
+  row = {'config': 'configs/vitgan_cifar10.py', 'topology': 'v3-8', 'dtype': 'bfloat16',
+         'requested_batch': 128, 'fits': False, 'error': 'made up', 'largest_batch': 14400,
+         'largest_batch_exact': False, 'largest_batch_per_core_step': 8,
+         'largest_batch_probes': [{'global_batch': b, 'gib_over_capacity': over(b)}
+                                  for b in (128, 14400, 16384)]}
+  bench_tpu.save({'rows': [row]}, out)
+  stale = bench_tpu.load(out)                             # another sweep, loaded now
+  compiled = []
+
+  def fake_batch_fits(config, topology_name, cache, say, probes):
+    assert topology_name == 'v3-8' and str(config.training.dtype) == 'bfloat16'
+
+    def fits(b):
+      compiled.append(b)
+      probes.append((b, used(b) - capacity))
+      return used(b) <= capacity, used(b) - capacity, None
+    return fits, tpu_specs.topology('v3-8')
+  monkeypatch.setattr(bench_tpu.tpu_compile, '_batch_fits', fake_batch_fits)
+  args = ['--configs', 'configs/vitgan_cifar10.py', '--topologies', 'v3-8', '--dtypes',
+          'bfloat16', '--out', out, '--close', '6']
+  bench_tpu.main(args)
+  saved = bench_tpu.load(out)['rows'][0]
+  assert (saved['largest_batch'], saved['largest_batch_exact']) == (truth, True)
+  assert compiled and all(14400 < b < 16384 for b in compiled) and len(compiled) <= 6
+  assert len(saved['largest_batch_probes']) == 3 + len(compiled)
+  bench_tpu.main(args)                                    # exact now: nothing to resume
+  assert len(compiled) == len(saved['largest_batch_probes']) - 3
+  stale['rows'][0]['wall_seconds'] = 1.0                  # the stale sweep saves a new field
+  bench_tpu.save(stale, out)
+  saved = bench_tpu.load(out)['rows'][0]
+  assert (saved['largest_batch'], saved['largest_batch_exact']) == (truth, True)
+  assert saved['wall_seconds'] == 1.0
+  assert f'| {truth} |' in bench_tpu.largest_table(bench_tpu.load(out), 'bfloat16')

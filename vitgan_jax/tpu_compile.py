@@ -478,17 +478,12 @@ def search_largest(fits: Callable[[int], Tuple[bool, float]], step: int, start: 
   return lo, False
 
 
-def largest_batch(config, topology_name: str, cache: bool = True, per_core_step: int = 1,
-                  say: Callable[[str], None] = lambda s: None,
-                  probes: Optional[List[Tuple[int, float]]] = None) -> Tuple[int, bool]:
-  """(largest global batch whose train step fits the topology, exact?), searched by compiling.
-
-  Global batches are multiples of per_core_step x the core count; see search_largest. Each
-  compile's (global batch, bytes over the capacity per core) is appended to `probes`.
-  """
+def _batch_fits(config, topology_name: str, cache: bool, say: Callable[[str], None],
+                probes: Optional[List[Tuple[int, float]]]):
+  """(fits(b) -> (fits?, bytes over the capacity per core, report), topology) for a search."""
   topology = resolve_topology(topology_name)
   mesh = sharding.create_mesh(topology_devices(topology))
-  n, capacity = topology.num_devices, topology.chip.hbm_bytes_per_device
+  capacity = topology.chip.hbm_bytes_per_device
 
   def fits(b):
     ok, over, report = train_step_over_bytes(with_batch(config, b), mesh, topology, cache)
@@ -497,11 +492,36 @@ def largest_batch(config, topology_name: str, cache: bool = True, per_core_step:
     if probes is not None:
       probes.append((b, float(over)))
     return ok, over, report
+  return fits, topology
+
+
+def largest_batch(config, topology_name: str, cache: bool = True, per_core_step: int = 1,
+                  say: Callable[[str], None] = lambda s: None,
+                  probes: Optional[List[Tuple[int, float]]] = None) -> Tuple[int, bool]:
+  """(largest global batch whose train step fits the topology, exact?), searched by compiling.
+
+  Global batches are multiples of per_core_step x the core count; see search_largest. Each
+  compile's (global batch, bytes over the capacity per core) is appended to `probes`.
+  """
+  fits, topology = _batch_fits(config, topology_name, cache, say, probes)
   start = config.training.batch_size
   _, start_over, report = fits(start)
   fixed = report.argument_bytes + report.code_bytes if report is not None else 0.0
-  return search_largest(lambda b: fits(b)[:2], n * per_core_step, start, start_over, capacity,
-                        fixed)
+  return search_largest(lambda b: fits(b)[:2], topology.num_devices * per_core_step, start,
+                        start_over, topology.chip.hbm_bytes_per_device, fixed)
+
+
+def close_bracket(config, topology_name: str, known_fit: int, fit_over: float, known_fail: int,
+                  fail_over: float, per_core_step: int = 1, cache: bool = True,
+                  max_compiles: int = MAX_SEARCH_COMPILES,
+                  say: Callable[[str], None] = lambda s: None,
+                  probes: Optional[List[Tuple[int, float]]] = None) -> Tuple[int, bool]:
+  """largest_batch's search resumed between a batch known to fit and one known not to (the
+  bytes over the capacity at each, from an earlier search that ran out of compiles)."""
+  fits, topology = _batch_fits(config, topology_name, cache, say, probes)
+  return largest_fitting_batch(lambda b: fits(b)[:2], topology.num_devices * per_core_step,
+                               known_fail, fail_over, topology.chip.hbm_bytes_per_device,
+                               max_compiles, known_fit=known_fit, fit_over=fit_over)
 
 
 def check(config, topology_name: str, config_name: str = 'config',
