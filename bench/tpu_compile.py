@@ -118,16 +118,15 @@ def close_largest(row, max_compiles) -> None:
   step = row['largest_batch_per_core_step']
   if fail is None:   # never refused: go on upward from the largest fit
     found, exact = tpu_compile.largest_batch(
-        common.load_config(row['config'], {'training.batch_size': fit,
-                                           'training.dtype': row['dtype']}),
-        row['topology'], per_core_step=step, say=say, probes=probes)
+        tpu_compile.with_batch(config, fit), row['topology'], per_core_step=step, say=say,
+        probes=probes, max_compiles=max_compiles)
   else:
     found, exact = tpu_compile.close_bracket(
         config, row['topology'], fit, fit_over, fail, fail_over, per_core_step=step,
         max_compiles=max_compiles, say=say, probes=probes)
   row['largest_batch_probes'] += [{'global_batch': b, 'gib_over_capacity': over / 2**30}
                                   for b, over in probes]
-  row.update(largest_batch=max(found, fit), largest_batch_exact=exact,
+  row.update(largest_batch=found, largest_batch_exact=exact,
              largest_batch_wall_seconds=row.get('largest_batch_wall_seconds', 0.0)
              + time.perf_counter() - start,
              largest_batch_resumed_commit=_commit())

@@ -395,3 +395,33 @@ def test_close_resumes_a_search_from_its_bracket_and_survives_a_stale_sweep(tmp_
   assert (saved['largest_batch'], saved['largest_batch_exact']) == (truth, True)
   assert saved['wall_seconds'] == 1.0
   assert f'| {truth} |' in bench_tpu.largest_table(bench_tpu.load(out), 'bfloat16')
+
+
+def test_close_goes_on_upward_when_no_probe_was_refused(tmp_path, monkeypatch):
+  """A search that ran out of compiles while every probe fitted resumes upward from its fit."""
+  from bench import tpu_compile as bench_tpu  # pylint: disable=g-import-not-at-top
+  monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  out = str(tmp_path / 'sweep.json')
+  gib, capacity, step = 2**30, 16 * 2**30, 64
+  used = lambda b: 2 * gib + 0.9 * gib * b / 1000
+  truth = max(b for b in range(step, 20_000, step) if used(b) <= capacity)
+  row = {'config': 'configs/vitgan_cifar10.py', 'topology': 'v3-8', 'dtype': 'float32',
+         'requested_batch': 128, 'fits': False, 'error': 'made up', 'largest_batch': 8000,
+         'largest_batch_exact': False, 'largest_batch_per_core_step': 8,
+         'largest_batch_probes': [{'global_batch': b, 'gib_over_capacity': (used(b) - capacity)
+                                   / gib} for b in (128, 8000)]}
+  bench_tpu.save({'rows': [row]}, out)
+  compiled = []
+
+  def fake_batch_fits(config, topology_name, cache, say, probes):
+    def fits(b):
+      compiled.append(b)
+      probes.append((b, used(b) - capacity))
+      return used(b) <= capacity, used(b) - capacity, None
+    return fits, tpu_specs.topology(topology_name)
+  monkeypatch.setattr(bench_tpu.tpu_compile, '_batch_fits', fake_batch_fits)
+  bench_tpu.main(['--configs', 'configs/vitgan_cifar10.py', '--topologies', 'v3-8', '--dtypes',
+                  'float32', '--out', out, '--close', '6'])
+  saved = bench_tpu.load(out)['rows'][0]
+  assert (saved['largest_batch'], saved['largest_batch_exact']) == (truth, True)
+  assert compiled[0] == 8000 and all(b >= 8000 for b in compiled) and len(compiled) <= 7

@@ -497,7 +497,8 @@ def _batch_fits(config, topology_name: str, cache: bool, say: Callable[[str], No
 
 def largest_batch(config, topology_name: str, cache: bool = True, per_core_step: int = 1,
                   say: Callable[[str], None] = lambda s: None,
-                  probes: Optional[List[Tuple[int, float]]] = None) -> Tuple[int, bool]:
+                  probes: Optional[List[Tuple[int, float]]] = None,
+                  max_compiles: int = MAX_SEARCH_COMPILES) -> Tuple[int, bool]:
   """(largest global batch whose train step fits the topology, exact?), searched by compiling.
 
   Global batches are multiples of per_core_step x the core count; see search_largest. Each
@@ -508,7 +509,7 @@ def largest_batch(config, topology_name: str, cache: bool = True, per_core_step:
   _, start_over, report = fits(start)
   fixed = report.argument_bytes + report.code_bytes if report is not None else 0.0
   return search_largest(lambda b: fits(b)[:2], topology.num_devices * per_core_step, start,
-                        start_over, topology.chip.hbm_bytes_per_device, fixed)
+                        start_over, topology.chip.hbm_bytes_per_device, fixed, max_compiles)
 
 
 def close_bracket(config, topology_name: str, known_fit: int, fit_over: float, known_fail: int,
