@@ -100,16 +100,29 @@ def add_largest(row, per_core_step) -> None:
 def bracket(row) -> tuple:
   """(largest fit, its bytes over, smallest failure above it, its bytes over) of row's search;
   the failure is (None, None) when every probe fitted."""
-  probes = [(p['global_batch'], p['gib_over_capacity'] * 2**30)
-            for p in row['largest_batch_probes']]
+  probes = _probe_list(row)
   fit = [p for p in probes if p[0] == row['largest_batch']]
   failed = sorted(p for p in probes if p[1] > 0 and p[0] > row['largest_batch'])
   return (*fit[0], *(failed[0] if failed else (None, None)))
 
 
+def settled(row) -> bool:
+  """Whether row's largest batch stands: its bracket closed and a batch CHECK_ABOVE x larger
+  was refused (memory near the capacity is not monotone in the batch; searches before that
+  check are settled only where one of their probes happens to be such a batch)."""
+  found = row['largest_batch']
+  return bool(row.get('largest_batch_exact')) and any(
+      b >= tpu_compile.CHECK_ABOVE * found for b, over in _probe_list(row) if over > 0)
+
+
+def _probe_list(row) -> list:
+  return [(p['global_batch'], p['gib_over_capacity'] * 2**30)
+          for p in row.get('largest_batch_probes', [])]
+
+
 def close_largest(row, max_compiles) -> None:
-  """Resumes row's largest-batch search that ran out of compiles, from its recorded bracket,
-  for up to max_compiles more compiles (probes already compiled come from the cache)."""
+  """Resumes row's largest-batch search that is not settled, from its recorded bracket, for up
+  to max_compiles more compiles (probes already compiled come from the cache)."""
   config = common.load_config(row['config'], {'training.batch_size': row['requested_batch'],
                                               'training.dtype': row['dtype']})
   start, probes = time.perf_counter(), []
@@ -123,7 +136,8 @@ def close_largest(row, max_compiles) -> None:
   else:
     found, exact = tpu_compile.close_bracket(
         config, row['topology'], fit, fit_over, fail, fail_over, per_core_step=step,
-        max_compiles=max_compiles, say=say, probes=probes)
+        max_compiles=max_compiles, say=say, probes=probes,
+        refused_before=[b for b, over in _probe_list(row) if over > 0])
   row['largest_batch_probes'] += [{'global_batch': b, 'gib_over_capacity': over / 2**30}
                                   for b, over in probes]
   row.update(largest_batch=found, largest_batch_exact=exact,
@@ -157,7 +171,7 @@ def save(result, path) -> None:
     for row in on_disk['rows']:
       if _key(row) in ours:
         mine = ours[_key(row)]
-        if _probes(row) > _probes(mine):  # a search resumed since we loaded: its answer wins
+        if _probe_count(row) > _probe_count(mine):  # a search resumed since we loaded: its answer wins
           mine.update({k: v for k, v in row.items() if k.startswith('largest_batch')})
         for field, value in row.items():
           mine.setdefault(field, value)
@@ -174,7 +188,7 @@ def save(result, path) -> None:
     os.replace(tmp, path)
 
 
-def _probes(row) -> int:
+def _probe_count(row) -> int:
   return len(row.get('largest_batch_probes', []))
 
 
@@ -231,8 +245,9 @@ def largest_table(result, dtype) -> str:
     return ''
   configs = sorted({r['config'] for r in result['rows']},
                    key=lambda c: (CONFIGS.index(c) if c in CONFIGS else 99, c))
-  lines = [f'Largest global batch that fits, {dtype} (≥: the search ran out of probes before '
-           'closing the bracket; empty: not searched):', '',
+  lines = [f'Largest global batch that fits, {dtype} (≥: a larger one may fit: the search ran '
+           'out of compiles, or no batch {:g}× as large was refused; empty: not searched):'
+           .format(tpu_compile.CHECK_ABOVE), '',
            '| config | ' + ' | '.join(TOPOLOGIES) + ' |', '|---|' + '--:|' * len(TOPOLOGIES)]
   for config in configs:
     cells = [_largest_cell(searched[(config, t)]).split(' (')[0] if (config, t) in searched
@@ -255,12 +270,15 @@ def largest_not_searched(result) -> str:
 
 
 def _largest_cell(row) -> str:
-  """'N', or '≥ N (< M)' when the search stopped with a gap (M: the smallest batch that failed)."""
+  """'N'; '≥ N (< M)' when the search stopped with a gap (M: the smallest batch that failed);
+  '≥ N' when it closed but no batch CHECK_ABOVE x N was refused (see settled)."""
   largest = row.get('largest_batch')
   if largest is None:
     return '–'
-  if row.get('largest_batch_exact'):
+  if settled(row):
     return f'{largest}'
+  if row.get('largest_batch_exact'):
+    return f'≥ {largest}'
   failed = [p['global_batch'] for p in row.get('largest_batch_probes', [])
             if p['gib_over_capacity'] > 0 and p['global_batch'] > largest]
   return f'≥ {largest}' + (f' (< {min(failed)})' if failed else '')
@@ -295,8 +313,9 @@ def main(argv=None):
                       help='also search the largest global batch that fits, in steps of '
                       'PER_CORE (default 8) images per core; adds it to rows already there')
   parser.add_argument('--close', type=int, default=0, metavar='COMPILES',
-                      help='resume largest-batch searches that ran out of compiles (the '
-                      '"≥" cells) for up to COMPILES more compiles each')
+                      help='resume largest-batch searches that are not settled (the "≥" '
+                      'cells: out of compiles, or not checked above) for up to COMPILES more '
+                      'compiles each')
   parser.add_argument('--out', default=DEFAULT_OUT)
   parser.add_argument('--table', action='store_true', help='print the table from --out')
   parser.add_argument('--write_readme', action='store_true')
@@ -324,7 +343,7 @@ def main(argv=None):
         add_largest(row, args.largest)
         print(f'largest global batch that fits: {_largest_cell(row)}', flush=True)
         save(result, args.out)
-      if args.close and 'largest_batch' in row and not row['largest_batch_exact']:
+      if args.close and 'largest_batch' in row and not settled(row):
         print(f'== {config_path} {topology} {dtype}: closing {_largest_cell(row)}', flush=True)
         close_largest(row, args.close)
         print(f'largest global batch that fits: {_largest_cell(row)}', flush=True)

@@ -192,6 +192,37 @@ def test_search_largest_says_when_it_ran_out_of_compiles():
   assert fits(found)[0]
 
 
+def test_confirm_largest_finds_a_batch_that_fits_again_above_a_refusal():
+  """What CelebA-64 float32 on v6e-8 showed: memory linear up to a refusal just over the
+  capacity, then a cheaper plan from a larger batch on, which fits up to a second limit."""
+  capacity, step = 32.0, 64
+  used = lambda b: 1.0 + 0.0064 * b if b < 5500 else 0.8 + 0.0036 * b   # refused 4864..5499
+  truth = max(b for b in range(step, 20_000, step) if used(b) <= capacity)   # 8640
+  probes = []
+  fits = _memory_model(used, capacity, probes)
+  found, exact = tpu_compile.search_largest(fits, step, 128, used(128) - capacity, capacity,
+                                            fixed_bytes=1.0)
+  assert (found, exact) == (4800, True)          # the monotone search stops below the refusal
+  refused = [b for b in probes if used(b) > capacity]
+  assert tpu_compile.confirm_largest(fits, step, found, exact, capacity, refused) == (truth, True)
+  assert any(b >= tpu_compile.CHECK_ABOVE * truth and used(b) > capacity for b in probes)
+
+
+def test_confirm_largest_costs_one_compile_when_memory_is_linear():
+  capacity, step = 100_000.0, 64
+  used = lambda b: 1000.0 + 3.0 * b                               # fits up to 32,960
+  probes = []
+  fits = _memory_model(used, capacity, probes)
+  assert tpu_compile.confirm_largest(fits, step, 32960, True, capacity, [33024]) == (32960, True)
+  assert probes == [41216]                    # 1.25 x 32960 = 41200, up to a multiple of 64
+  probes.clear()                              # a refusal that far up is known: no compile
+  assert tpu_compile.confirm_largest(fits, step, 32960, True, capacity, [41216]) == (32960, True)
+  assert tpu_compile.confirm_largest(fits, step, 32960, False, capacity, []) == (32960, False)
+  assert tpu_compile.confirm_largest(fits, step, 32960, True, capacity, [33024],
+                                     max_compiles=0) == (32960, False)
+  assert not probes
+
+
 def test_topology_names():
   assert tpu_specs.topology('v2-32').libtpu_name == 'v2:4x4'
   assert tpu_specs.topology('v2-32').num_devices == 32
@@ -257,6 +288,7 @@ def test_bench_largest_fills_rows_already_there(tmp_path, monkeypatch):
   def fake_largest(config, topology, per_core_step, say, probes):
     calls.append((config.training.batch_size, str(config.training.dtype), topology,
                   per_core_step))
+    probes += [(4096, -1.0), (4160, 1.0), (5120, 2.0)]
     return 4096, True
   monkeypatch.setattr(bench_tpu.tpu_compile, 'largest_batch', fake_largest)
   monkeypatch.setattr(bench_tpu, 'run_one', lambda *a: pytest.fail('recompiled a done row'))
@@ -337,13 +369,17 @@ def test_sweep_keeps_hand_notes_and_tables_the_largest_search(tmp_path):
     json.dump(on_disk, f)
   sweep['rows'][0].update(largest_batch=15232, largest_batch_exact=False, largest_batch_probes=[
       {'global_batch': 15360, 'gib_over_capacity': 0.5}])
-  sweep['rows'].append(row(a, 'v2-32', 'bfloat16', largest_batch=35072, largest_batch_exact=True))
+  sweep['rows'].append(row(a, 'v2-32', 'bfloat16', largest_batch=35072, largest_batch_exact=True,
+                           largest_batch_probes=[{'global_batch': 63488, 'gib_over_capacity': 10}]))
+  sweep['rows'].append(row(a, 'v4-8', 'bfloat16', largest_batch=14368, largest_batch_exact=True,
+                           largest_batch_probes=[{'global_batch': 14400, 'gib_over_capacity': 1}]))
   bench_tpu.save(sweep, out)                     # ... and the sweep saves its search
   result = bench_tpu.load(out)
   assert result['nan_guard_change'] == 'edited note'
   grid = bench_tpu.largest_table(result, 'bfloat16').splitlines()
   assert grid[2] == '| config | v2-32 | v3-8 | v4-8 | v5e-8 | v6e-8 |'
-  assert grid[4] == '| `vitgan_cifar10` | 35072 | ≥ 15232 |  |  |  |'
+  assert grid[4] == '| `vitgan_cifar10` | 35072 | ≥ 15232 | ≥ 14368 |  |  |'   # v4-8: not
+  # checked above (no batch 1.25x as large refused), so a larger one may fit
   assert grid[5] == '| `ladagan_cifar10` |  |  |  |  |  |'
   assert bench_tpu.largest_table(result, 'float32') == ''
   assert bench_tpu.largest_not_searched(result) == (
@@ -385,9 +421,12 @@ def test_close_resumes_a_search_from_its_bracket_and_survives_a_stale_sweep(tmp_
   bench_tpu.main(args)
   saved = bench_tpu.load(out)['rows'][0]
   assert (saved['largest_batch'], saved['largest_batch_exact']) == (truth, True)
+  check = compiled.pop()                                  # then one batch 1.25x as large
+  assert check >= 1.25 * truth and used(check) > capacity and bench_tpu.settled(saved)
   assert compiled and all(14400 < b < 16384 for b in compiled) and len(compiled) <= 6
-  assert len(saved['largest_batch_probes']) == 3 + len(compiled)
-  bench_tpu.main(args)                                    # exact now: nothing to resume
+  assert len(saved['largest_batch_probes']) == 3 + len(compiled) + 1
+  compiled.append(check)
+  bench_tpu.main(args)                                    # settled now: nothing to resume
   assert len(compiled) == len(saved['largest_batch_probes']) - 3
   stale['rows'][0]['wall_seconds'] = 1.0                  # the stale sweep saves a new field
   bench_tpu.save(stale, out)
@@ -424,4 +463,5 @@ def test_close_goes_on_upward_when_no_probe_was_refused(tmp_path, monkeypatch):
                   'float32', '--out', out, '--close', '6'])
   saved = bench_tpu.load(out)['rows'][0]
   assert (saved['largest_batch'], saved['largest_batch_exact']) == (truth, True)
-  assert compiled[0] == 8000 and all(b >= 8000 for b in compiled) and len(compiled) <= 7
+  assert compiled[0] == 8000 and all(b >= 8000 for b in compiled) and len(compiled) <= 8
+  assert bench_tpu.settled(saved) and compiled[-1] >= 1.25 * truth

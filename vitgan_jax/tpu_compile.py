@@ -24,7 +24,7 @@ import os
 import re
 import time
 from importlib import metadata
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -41,6 +41,7 @@ GIB = tpu_specs.GIB
 COLLECTIVES = ('all-reduce', 'all-gather', 'reduce-scatter', 'all-to-all',
                'collective-permute', 'collective-broadcast')
 MAX_SEARCH_COMPILES = 10
+CHECK_ABOVE = 1.25  # a search's answer stands once a batch this much larger was refused too
 
 
 class DoesNotFitError(errors.ConfigError):
@@ -478,6 +479,37 @@ def search_largest(fits: Callable[[int], Tuple[bool, float]], step: int, start: 
   return lo, False
 
 
+def confirm_largest(fits: Callable[[int], Tuple[bool, float]], step: int, found: int,
+                    exact: bool, capacity: float, refused: Sequence[int] = (),
+                    max_compiles: int = MAX_SEARCH_COMPILES) -> Tuple[int, bool]:
+  """(found, exact) of a search that took memory to grow with the batch, checked above.
+
+  Near the capacity the compiler's plan changes with the batch, so a batch above a refused one
+  can fit again (CelebA-64 float32 on v6e-8: 4864 refused by 0.15 GiB, 5824 fits with 8.93
+  free). Unless a batch CHECK_ABOVE x found or larger was refused already (`refused`), one is
+  compiled; when it fits, the search goes on upward from it. exact: the bracket closed and a
+  batch CHECK_ABOVE x above the answer was refused.
+  """
+  refused, compiles = list(refused), 0
+
+  def counted(b):
+    nonlocal compiles
+    compiles += 1
+    ok, over = fits(b)
+    if not ok:
+      refused.append(b)
+    return ok, over
+  while exact and not any(b >= CHECK_ABOVE * found for b in refused):
+    if compiles >= max_compiles:
+      return found, False
+    check = _next_multiple(math.ceil(CHECK_ABOVE * found) - 1, step)
+    ok, over = counted(check)
+    if ok:
+      found, exact = search_largest(counted, step, check, over, capacity,
+                                    max_compiles=max(max_compiles - compiles, 0))
+  return found, exact
+
+
 def _batch_fits(config, topology_name: str, cache: bool, say: Callable[[str], None],
                 probes: Optional[List[Tuple[int, float]]]):
   """(fits(b) -> (fits?, bytes over the capacity per core, report), topology) for a search."""
@@ -508,21 +540,41 @@ def largest_batch(config, topology_name: str, cache: bool = True, per_core_step:
   start = config.training.batch_size
   _, start_over, report = fits(start)
   fixed = report.argument_bytes + report.code_bytes if report is not None else 0.0
-  return search_largest(lambda b: fits(b)[:2], topology.num_devices * per_core_step, start,
-                        start_over, topology.chip.hbm_bytes_per_device, fixed, max_compiles)
+  step, capacity = topology.num_devices * per_core_step, topology.chip.hbm_bytes_per_device
+  fits2, refused = _noting_refusals(fits)
+  refused += [start] if start_over > 0 else []
+  found, exact = search_largest(fits2, step, start, start_over, capacity, fixed, max_compiles)
+  return confirm_largest(fits2, step, found, exact, capacity, refused, max_compiles)
 
 
 def close_bracket(config, topology_name: str, known_fit: int, fit_over: float, known_fail: int,
                   fail_over: float, per_core_step: int = 1, cache: bool = True,
                   max_compiles: int = MAX_SEARCH_COMPILES,
                   say: Callable[[str], None] = lambda s: None,
-                  probes: Optional[List[Tuple[int, float]]] = None) -> Tuple[int, bool]:
+                  probes: Optional[List[Tuple[int, float]]] = None,
+                  refused_before: Sequence[int] = ()) -> Tuple[int, bool]:
   """largest_batch's search resumed between a batch known to fit and one known not to (the
-  bytes over the capacity at each, from an earlier search that ran out of compiles)."""
+  bytes over the capacity at each, from an earlier search that ran out of compiles or was not
+  checked above: refused_before, the batches it saw refused), then checked above."""
   fits, topology = _batch_fits(config, topology_name, cache, say, probes)
-  return largest_fitting_batch(lambda b: fits(b)[:2], topology.num_devices * per_core_step,
-                               known_fail, fail_over, topology.chip.hbm_bytes_per_device,
-                               max_compiles, known_fit=known_fit, fit_over=fit_over)
+  step, capacity = topology.num_devices * per_core_step, topology.chip.hbm_bytes_per_device
+  fits2, refused = _noting_refusals(fits)
+  refused += [known_fail, *refused_before]
+  found, exact = largest_fitting_batch(fits2, step, known_fail, fail_over, capacity,
+                                       max_compiles, known_fit=known_fit, fit_over=fit_over)
+  return confirm_largest(fits2, step, found, exact, capacity, refused, max_compiles)
+
+
+def _noting_refusals(fits):
+  """(fits(b) -> (fits?, over) that notes each refused batch, the list it notes them in)."""
+  refused = []
+
+  def noting(b):
+    ok, over = fits(b)[:2]
+    if not ok:
+      refused.append(b)
+    return ok, over
+  return noting, refused
 
 
 def check(config, topology_name: str, config_name: str = 'config',
