@@ -110,9 +110,8 @@ def settled(row) -> bool:
   """Whether row's largest batch stands: its bracket closed and a batch CHECK_ABOVE x larger
   was refused (memory near the capacity is not monotone in the batch; searches before that
   check are settled only where one of their probes happens to be such a batch)."""
-  found = row['largest_batch']
-  return bool(row.get('largest_batch_exact')) and any(
-      b >= tpu_compile.CHECK_ABOVE * found for b, over in _probe_list(row) if over > 0)
+  return bool(row.get('largest_batch_exact')) and tpu_compile.checked_above(
+      row['largest_batch'], [b for b, over in _probe_list(row) if over > 0])
 
 
 def _probe_list(row) -> list:
@@ -171,7 +170,8 @@ def save(result, path) -> None:
     for row in on_disk['rows']:
       if _key(row) in ours:
         mine = ours[_key(row)]
-        if _probe_count(row) > _probe_count(mine):  # a search resumed since we loaded: its answer wins
+        # a search resumed since we loaded: its answer wins
+        if _probe_count(row) > _probe_count(mine):
           mine.update({k: v for k, v in row.items() if k.startswith('largest_batch')})
         for field, value in row.items():
           mine.setdefault(field, value)

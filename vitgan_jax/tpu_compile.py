@@ -479,6 +479,11 @@ def search_largest(fits: Callable[[int], Tuple[bool, float]], step: int, start: 
   return lo, False
 
 
+def checked_above(found: int, refused: Sequence[int]) -> bool:
+  """Whether a batch CHECK_ABOVE x found or larger is among the refused ones."""
+  return any(b >= CHECK_ABOVE * found for b in refused)
+
+
 def confirm_largest(fits: Callable[[int], Tuple[bool, float]], step: int, found: int,
                     exact: bool, capacity: float, refused: Sequence[int] = (),
                     max_compiles: int = MAX_SEARCH_COMPILES) -> Tuple[int, bool]:
@@ -499,7 +504,7 @@ def confirm_largest(fits: Callable[[int], Tuple[bool, float]], step: int, found:
     if not ok:
       refused.append(b)
     return ok, over
-  while exact and not any(b >= CHECK_ABOVE * found for b in refused):
+  while exact and not checked_above(found, refused):
     if compiles >= max_compiles:
       return found, False
     check = _next_multiple(math.ceil(CHECK_ABOVE * found) - 1, step)
