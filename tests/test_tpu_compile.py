@@ -423,7 +423,7 @@ def test_close_resumes_a_search_from_its_bracket_and_survives_a_stale_sweep(tmp_
   assert (saved['largest_batch'], saved['largest_batch_exact']) == (truth, True)
   check = compiled.pop()                                  # then one batch 1.25x as large
   assert check >= 1.25 * truth and used(check) > capacity and bench_tpu.settled(saved)
-  assert compiled and all(14400 < b < 16384 for b in compiled) and len(compiled) <= 6
+  assert compiled and all(14400 < b < 16384 for b in compiled) and len(compiled) + 1 <= 6
   assert len(saved['largest_batch_probes']) == 3 + len(compiled) + 1
   compiled.append(check)
   bench_tpu.main(args)                                    # settled now: nothing to resume
@@ -465,3 +465,23 @@ def test_close_goes_on_upward_when_no_probe_was_refused(tmp_path, monkeypatch):
   assert (saved['largest_batch'], saved['largest_batch_exact']) == (truth, True)
   assert compiled[0] == 8000 and all(b >= 8000 for b in compiled) and len(compiled) <= 8
   assert bench_tpu.settled(saved) and compiled[-1] >= 1.25 * truth
+
+
+@pytest.mark.parametrize('budget', [1, 2, 3])
+def test_close_bracket_spends_one_budget_on_the_bracket_and_the_check_above(monkeypatch, budget):
+  """max_compiles bounds the whole resumed search: closing the bracket and checking above."""
+  gib, capacity = 2**30, 16 * 2**30
+  used = lambda b: 2 * gib + 0.9 * gib * b / 1000        # the bracket closes in 2 compiles
+  compiled = []
+
+  def fake_batch_fits(config, topology_name, cache, say, probes):
+    def fits(b):
+      compiled.append(b)
+      return used(b) <= capacity, used(b) - capacity, None
+    return fits, tpu_specs.topology(topology_name)
+  monkeypatch.setattr(tpu_compile, '_batch_fits', fake_batch_fits)
+  found, exact = tpu_compile.close_bracket(
+      None, 'v3-8', 14400, used(14400) - capacity, 16384, used(16384) - capacity,
+      per_core_step=8, max_compiles=budget)
+  assert len(compiled) == min(budget, 3)
+  assert exact == (budget >= 3) and found <= 15555 and used(found) <= capacity

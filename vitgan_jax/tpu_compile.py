@@ -546,10 +546,11 @@ def largest_batch(config, topology_name: str, cache: bool = True, per_core_step:
   _, start_over, report = fits(start)
   fixed = report.argument_bytes + report.code_bytes if report is not None else 0.0
   step, capacity = topology.num_devices * per_core_step, topology.chip.hbm_bytes_per_device
-  fits2, refused = _noting_refusals(fits)
+  fits2, refused, compiled = _noting_refusals(fits)
   refused += [start] if start_over > 0 else []
   found, exact = search_largest(fits2, step, start, start_over, capacity, fixed, max_compiles)
-  return confirm_largest(fits2, step, found, exact, capacity, refused, max_compiles)
+  return confirm_largest(fits2, step, found, exact, capacity, refused,
+                         max(max_compiles - len(compiled), 0))  # one budget for both
 
 
 def close_bracket(config, topology_name: str, known_fit: int, fit_over: float, known_fail: int,
@@ -563,23 +564,25 @@ def close_bracket(config, topology_name: str, known_fit: int, fit_over: float, k
   checked above: refused_before, the batches it saw refused), then checked above."""
   fits, topology = _batch_fits(config, topology_name, cache, say, probes)
   step, capacity = topology.num_devices * per_core_step, topology.chip.hbm_bytes_per_device
-  fits2, refused = _noting_refusals(fits)
+  fits2, refused, compiled = _noting_refusals(fits)
   refused += [known_fail, *refused_before]
   found, exact = largest_fitting_batch(fits2, step, known_fail, fail_over, capacity,
                                        max_compiles, known_fit=known_fit, fit_over=fit_over)
-  return confirm_largest(fits2, step, found, exact, capacity, refused, max_compiles)
+  return confirm_largest(fits2, step, found, exact, capacity, refused,
+                         max(max_compiles - len(compiled), 0))  # one budget for both
 
 
 def _noting_refusals(fits):
-  """(fits(b) -> (fits?, over) that notes each refused batch, the list it notes them in)."""
-  refused = []
+  """(fits(b) -> (fits?, over) that notes each batch, the refused ones, all it compiled)."""
+  refused, compiled = [], []
 
   def noting(b):
     ok, over = fits(b)[:2]
+    compiled.append(b)
     if not ok:
       refused.append(b)
     return ok, over
-  return noting, refused
+  return noting, refused, compiled
 
 
 def check(config, topology_name: str, config_name: str = 'config',
