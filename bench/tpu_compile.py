@@ -287,9 +287,12 @@ def _largest_cell(row) -> str:
 def write_readme(result, out_path, readme='README.md') -> None:
   with open(readme) as f:
     text = f.read()
+  when = result.get('date', '?')
+  if result.get('updated', when) != when:
+    when += f' to {result["updated"]}'
   block = (f'{README_BEGIN}\n'
            f'Compile-time analysis by the TPU compiler (libtpu {result.get("libtpu", "?")}, '
-           f'on a CPU host, {result.get("date", "?")}; `{out_path}`), per core; not measured '
+           f'on a CPU host, {when}; `{out_path}`), per core; not measured '
            'speed.\n\n' + ''.join(f'{t}\n\n' for t in (
                largest_table(result, 'bfloat16'), largest_table(result, 'float32'),
                largest_not_searched(result)) if t)
