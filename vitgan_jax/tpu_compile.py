@@ -495,24 +495,26 @@ def confirm_largest(fits: Callable[[int], Tuple[bool, float]], step: int, found:
   compiled; when it fits, the search goes on upward from it. exact: the bracket closed and a
   batch CHECK_ABOVE x above the answer was refused.
   """
-  refused, compiles = list(refused), 0
-
-  def counted(b):
-    nonlocal compiles
-    compiles += 1
-    ok, over = fits(b)
-    if not ok:
-      refused.append(b)
-    return ok, over
-  while exact and not checked_above(found, refused):
-    if compiles >= max_compiles:
+  counted, newly_refused, compiled = _noting_refusals(fits)
+  while exact and not checked_above(found, [*refused, *newly_refused]):
+    if len(compiled) >= max_compiles:
       return found, False
     check = _next_multiple(math.ceil(CHECK_ABOVE * found) - 1, step)
     ok, over = counted(check)
     if ok:
       found, exact = search_largest(counted, step, check, over, capacity,
-                                    max_compiles=max(max_compiles - compiles, 0))
+                                    max_compiles=max(max_compiles - len(compiled), 0))
   return found, exact
+
+
+def _checked_search(fits, search, step: int, capacity: float, refused: Sequence[int],
+                    max_compiles: int) -> Tuple[int, bool]:
+  """search(fits) -> (found, exact), then confirm_largest, the two on one compile budget;
+  refused: batches known refused before the search."""
+  noting, newly_refused, compiled = _noting_refusals(fits)
+  found, exact = search(noting)
+  return confirm_largest(noting, step, found, exact, capacity, [*refused, *newly_refused],
+                         max(max_compiles - len(compiled), 0))
 
 
 def _batch_fits(config, topology_name: str, cache: bool, say: Callable[[str], None],
@@ -546,11 +548,9 @@ def largest_batch(config, topology_name: str, cache: bool = True, per_core_step:
   _, start_over, report = fits(start)
   fixed = report.argument_bytes + report.code_bytes if report is not None else 0.0
   step, capacity = topology.num_devices * per_core_step, topology.chip.hbm_bytes_per_device
-  fits2, refused, compiled = _noting_refusals(fits)
-  refused += [start] if start_over > 0 else []
-  found, exact = search_largest(fits2, step, start, start_over, capacity, fixed, max_compiles)
-  return confirm_largest(fits2, step, found, exact, capacity, refused,
-                         max(max_compiles - len(compiled), 0))  # one budget for both
+  return _checked_search(
+      fits, lambda f: search_largest(f, step, start, start_over, capacity, fixed, max_compiles),
+      step, capacity, [start] if start_over > 0 else [], max_compiles)
 
 
 def close_bracket(config, topology_name: str, known_fit: int, fit_over: float, known_fail: int,
@@ -564,12 +564,10 @@ def close_bracket(config, topology_name: str, known_fit: int, fit_over: float, k
   checked above: refused_before, the batches it saw refused), then checked above."""
   fits, topology = _batch_fits(config, topology_name, cache, say, probes)
   step, capacity = topology.num_devices * per_core_step, topology.chip.hbm_bytes_per_device
-  fits2, refused, compiled = _noting_refusals(fits)
-  refused += [known_fail, *refused_before]
-  found, exact = largest_fitting_batch(fits2, step, known_fail, fail_over, capacity,
-                                       max_compiles, known_fit=known_fit, fit_over=fit_over)
-  return confirm_largest(fits2, step, found, exact, capacity, refused,
-                         max(max_compiles - len(compiled), 0))  # one budget for both
+  return _checked_search(
+      fits, lambda f: largest_fitting_batch(f, step, known_fail, fail_over, capacity,
+                                            max_compiles, known_fit=known_fit, fit_over=fit_over),
+      step, capacity, [known_fail, *refused_before], max_compiles)
 
 
 def _noting_refusals(fits):
