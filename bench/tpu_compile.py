@@ -121,7 +121,8 @@ def _probe_list(row) -> list:
 
 def close_largest(row, max_compiles) -> None:
   """Resumes row's largest-batch search that is not settled, from its recorded bracket, for up
-  to max_compiles more compiles (probes already compiled come from the cache)."""
+  to max_compiles more compiles (probes already compiled come from the cache); each batch is
+  recorded once."""
   config = common.load_config(row['config'], {'training.batch_size': row['requested_batch'],
                                               'training.dtype': row['dtype']})
   start, probes = time.perf_counter(), []
@@ -137,8 +138,9 @@ def close_largest(row, max_compiles) -> None:
         config, row['topology'], fit, fit_over, fail, fail_over, per_core_step=step,
         max_compiles=max_compiles, say=say, probes=probes,
         refused_before=[b for b, over in _probe_list(row) if over > 0])
+  recorded = {b for b, _ in _probe_list(row)}   # an upward resume re-asks its start batch
   row['largest_batch_probes'] += [{'global_batch': b, 'gib_over_capacity': over / 2**30}
-                                  for b, over in probes]
+                                  for b, over in probes if b not in recorded]
   row.update(largest_batch=found, largest_batch_exact=exact,
              largest_batch_wall_seconds=row.get('largest_batch_wall_seconds', 0.0)
              + time.perf_counter() - start,

@@ -437,7 +437,8 @@ def test_close_resumes_a_search_from_its_bracket_and_survives_a_stale_sweep(tmp_
 
 
 def test_close_goes_on_upward_when_no_probe_was_refused(tmp_path, monkeypatch):
-  """A search that ran out of compiles while every probe fitted resumes upward from its fit."""
+  """A search that ran out of compiles while every probe fitted resumes upward from its fit;
+  the fit it starts from (asked again, from the cache in a real sweep) is recorded once."""
   from bench import tpu_compile as bench_tpu  # pylint: disable=g-import-not-at-top
   monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   out = str(tmp_path / 'sweep.json')
@@ -465,6 +466,8 @@ def test_close_goes_on_upward_when_no_probe_was_refused(tmp_path, monkeypatch):
   assert (saved['largest_batch'], saved['largest_batch_exact']) == (truth, True)
   assert compiled[0] == 8000 and all(b >= 8000 for b in compiled) and len(compiled) <= 8
   assert bench_tpu.settled(saved) and compiled[-1] >= 1.25 * truth
+  recorded = [p['global_batch'] for p in saved['largest_batch_probes']]
+  assert recorded == [128, *compiled] and len(set(recorded)) == len(recorded)
 
 
 @pytest.mark.parametrize('budget', [1, 2, 3])
