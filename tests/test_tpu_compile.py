@@ -470,6 +470,51 @@ def test_close_goes_on_upward_when_no_probe_was_refused(tmp_path, monkeypatch):
   assert recorded == [128, *compiled] and len(set(recorded)) == len(recorded)
 
 
+def test_a_row_fitting_above_a_settled_search_reopens_it(tmp_path, monkeypatch):
+  """A row compiled at a batch above its cell's settled answer, that fits, turns the cell into
+  '≥ that batch' (a probe of the search) and --close goes on upward from it."""
+  from bench import tpu_compile as bench_tpu  # pylint: disable=g-import-not-at-top
+  monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  out = str(tmp_path / 'sweep.json')
+  gib, capacity = 2**30, 16 * 2**30
+  def used(b):   # fits up to 5824, refused from 5888 to 7499, fits again from 7500 to 15555
+    if b < 6000:
+      return 9 * gib + 1.2 * gib * b / 1000
+    return 17 * gib if b < 7500 else 2 * gib + 0.9 * gib * b / 1000
+  cell = {'config': 'configs/stylegan2_cifar10.py', 'topology': 'v5e-8', 'dtype': 'bfloat16'}
+  searched = {**cell, 'requested_batch': 128, 'fits': False, 'error': 'made up',
+              'largest_batch': 5824, 'largest_batch_exact': True,
+              'largest_batch_per_core_step': 8,
+              'largest_batch_probes': [{'global_batch': b, 'gib_over_capacity':
+                                        (used(b) - capacity) / gib} for b in (128, 5824, 5888, 7296)]}
+  above = {**cell, 'requested_batch': 7872, 'fits': True, 'global_batch': 7872,
+           'hbm_capacity_gib_per_core': 16.0, 'floor_ms': 2.0, 'compute_ms': 2.0,
+           'memory_ms': 1.0, 'images_per_s_at_peak': 1.0, 'images_per_s_at_30pct': 0.3,
+           'programs': [{'name': 'train step', 'total_bytes': used(7872), 'flops': 1.0,
+                         'bytes_accessed': 1.0, 'compile_seconds': 1.0}]}
+  bench_tpu.save({'rows': [searched, above]}, out)
+  assert bench_tpu.settled(bench_tpu.load(out)['rows'][0])
+  assert '| ≥ 7872 |' in bench_tpu.largest_table(
+      (lambda r: (bench_tpu.adopt_larger_fits(r), r)[1])(bench_tpu.load(out)), 'bfloat16')
+  compiled = []
+
+  def fake_batch_fits(config, topology_name, cache, say, probes):
+    def fits(b):
+      compiled.append(b)
+      probes.append((b, used(b) - capacity))
+      return used(b) <= capacity, used(b) - capacity, None
+    return fits, tpu_specs.topology(topology_name)
+  monkeypatch.setattr(bench_tpu.tpu_compile, '_batch_fits', fake_batch_fits)
+  bench_tpu.main(['--configs', 'configs/stylegan2_cifar10.py', '--topologies', 'v5e-8',
+                  '--dtypes', 'bfloat16', '--out', out, '--close', '8'])
+  truth = max(b for b in range(64, 20_000, 64) if used(b) <= capacity)
+  saved = bench_tpu.load(out)['rows'][0]
+  assert compiled[0] == 7872 and all(b >= 7872 for b in compiled)
+  assert (saved['largest_batch'], bench_tpu.settled(saved)) == (truth, True)
+  recorded = [p['global_batch'] for p in saved['largest_batch_probes']]
+  assert recorded == [128, 5824, 5888, 7296, 7872, *compiled[1:]]
+
+
 @pytest.mark.parametrize('budget', [1, 2, 3])
 def test_close_bracket_spends_one_budget_on_the_bracket_and_the_check_above(monkeypatch, budget):
   """max_compiles bounds the whole resumed search: closing the bracket and checking above."""
