@@ -8,7 +8,8 @@ analysis, not a measured speed.
   python -m bench.tpu_compile                       # the whole sweep (hours on one core)
   python -m bench.tpu_compile --configs configs/vitgan_cifar10.py --dtypes bfloat16
   python -m bench.tpu_compile --largest             # also search the largest batch that fits
-                                                    # (in steps of 8 images per core)
+                                                    # (in steps of 8 images per core;
+                                                    # --largest_compiles N caps its compiles)
   python -m bench.tpu_compile --close 6             # resume searches that ran out of compiles
   python -m bench.tpu_compile --table               # the README table from the JSON
   python -m bench.tpu_compile --write_readme        # ... written into README.md
@@ -61,7 +62,8 @@ def _commit() -> str:
     return 'unknown'
 
 
-def run_one(config_path, topology, batch, dtype, largest=False) -> dict:
+def run_one(config_path, topology, batch, dtype, largest=0,
+            max_compiles=tpu_compile.MAX_SEARCH_COMPILES) -> dict:
   config = common.load_config(config_path, {'training.batch_size': batch,
                                             'training.dtype': dtype})
   start = time.perf_counter()
@@ -77,18 +79,20 @@ def run_one(config_path, topology, batch, dtype, largest=False) -> dict:
   except errors.Error as e:
     row.update(fits=None, error=str(e))
   if largest:
-    add_largest(row, largest)
+    add_largest(row, largest, max_compiles)
   row['wall_seconds'] = time.perf_counter() - start
   return row
 
 
-def add_largest(row, per_core_step) -> None:
-  """Searches the largest global batch (a multiple of per_core_step x cores) that fits row's."""
+def add_largest(row, per_core_step, max_compiles=tpu_compile.MAX_SEARCH_COMPILES) -> None:
+  """Searches the largest global batch (a multiple of per_core_step x cores) that fits row's,
+  in up to max_compiles compiles (past them: a '≥' cell that --close resumes)."""
   config = common.load_config(row['config'], {'training.batch_size': row['requested_batch'],
                                               'training.dtype': row['dtype']})
   start, probes = time.perf_counter(), []
   found, exact = tpu_compile.largest_batch(config, row['topology'], per_core_step=per_core_step,
-                                           say=lambda s: print(s, flush=True), probes=probes)
+                                           say=lambda s: print(s, flush=True), probes=probes,
+                                           max_compiles=max_compiles)
   row.update(largest_batch=found, largest_batch_exact=exact,
              largest_batch_per_core_step=per_core_step,
              largest_batch_probes=[{'global_batch': b, 'gib_over_capacity': over / 2**30}
@@ -341,6 +345,9 @@ def main(argv=None):
   parser.add_argument('--largest', type=int, nargs='?', const=8, default=0, metavar='PER_CORE',
                       help='also search the largest global batch that fits, in steps of '
                       'PER_CORE (default 8) images per core; adds it to rows already there')
+  parser.add_argument('--largest_compiles', type=int, default=tpu_compile.MAX_SEARCH_COMPILES,
+                      metavar='N', help='compiles a --largest search may spend (default '
+                      '%(default)s); one that runs out is a "≥" cell for --close')
   parser.add_argument('--close', type=int, default=0, metavar='COMPILES',
                       help='resume largest-batch searches that are not settled (the "≥" '
                       'cells: out of compiles, or not checked above) for up to COMPILES more '
@@ -371,7 +378,7 @@ def main(argv=None):
     if row is not None:
       if args.largest and 'largest_batch' not in row:
         print(f'== {config_path} {topology} {dtype}: largest batch', flush=True)
-        add_largest(row, args.largest)
+        add_largest(row, args.largest, args.largest_compiles)
         print(f'largest global batch that fits: {_largest_cell(row)}', flush=True)
         save(result, args.out)
       if args.close and 'largest_batch' in row and not settled(row):
@@ -381,7 +388,7 @@ def main(argv=None):
         save(result, args.out)
       continue
     print(f'== {config_path} {topology} {dtype} batch {batch}', flush=True)
-    row = run_one(config_path, topology, batch, dtype, args.largest)
+    row = run_one(config_path, topology, batch, dtype, args.largest, args.largest_compiles)
     print(json.dumps({k: v for k, v in row.items() if k != 'programs'}), flush=True)
     result['rows'].append(row)
     done[_key(row)] = row

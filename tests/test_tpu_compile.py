@@ -285,17 +285,17 @@ def test_bench_largest_fills_rows_already_there(tmp_path, monkeypatch):
   bench_tpu.save({'rows': [row]}, out)
   calls = []
 
-  def fake_largest(config, topology, per_core_step, say, probes):
+  def fake_largest(config, topology, per_core_step, say, probes, max_compiles):
     calls.append((config.training.batch_size, str(config.training.dtype), topology,
-                  per_core_step))
+                  per_core_step, max_compiles))
     probes += [(4096, -1.0), (4160, 1.0), (5120, 2.0)]
     return 4096, True
   monkeypatch.setattr(bench_tpu.tpu_compile, 'largest_batch', fake_largest)
   monkeypatch.setattr(bench_tpu, 'run_one', lambda *a: pytest.fail('recompiled a done row'))
   args = ['--configs', 'configs/vitgan_cifar10.py', '--topologies', 'v3-8', '--dtypes',
-          'bfloat16', '--out', out, '--largest']
+          'bfloat16', '--out', out, '--largest', '--largest_compiles', '4']
   bench_tpu.main(args)
-  assert calls == [(128, 'bfloat16', 'v3-8', 8)]
+  assert calls == [(128, 'bfloat16', 'v3-8', 8, 4)]
   saved = bench_tpu.load(out)['rows'][0]
   assert (saved['largest_batch'], saved['largest_batch_exact'],
           saved['largest_batch_per_core_step']) == (4096, True, 8)
