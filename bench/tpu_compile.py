@@ -287,10 +287,13 @@ def largest_table(result, dtype) -> str:
 
 
 def largest_not_searched(result) -> str:
-  """One line: which compiled rows have no largest-batch search yet, by config and dtype."""
+  """One line: which compiled cells (config, topology, dtype) have no largest-batch search yet
+  in any of their rows, by config and dtype."""
+  searched = {_key(r)[:3] for r in result['rows'] if 'largest_batch' in r}
   groups = {}
   for r in result['rows']:
-    if 'largest_batch' not in r:
+    if _key(r)[:3] not in searched and r['topology'] not in groups.get(
+        (_config_name(r['config']), r['dtype']), []):
       groups.setdefault((_config_name(r['config']), r['dtype']), []).append(r['topology'])
   if not groups:
     return ''

@@ -513,6 +513,7 @@ def test_a_row_fitting_above_a_settled_search_reopens_it(tmp_path, monkeypatch):
   assert (saved['largest_batch'], bench_tpu.settled(saved)) == (truth, True)
   recorded = [p['global_batch'] for p in saved['largest_batch_probes']]
   assert recorded == [128, 5824, 5888, 7296, 7872, *compiled[1:]]
+  assert bench_tpu.largest_not_searched(bench_tpu.load(out)) == ''   # one cell, searched
 
 
 @pytest.mark.parametrize('budget', [1, 2, 3])
