@@ -165,8 +165,7 @@ def adopt_larger_fits(result) -> bool:
     if not fits_above:
       continue
     above = max(fits_above, key=lambda r: r['global_batch'])
-    step = next(p for p in above['programs'] if p['name'] == 'train step')
-    over = step['total_bytes'] / 2**30 - above['hbm_capacity_gib_per_core']
+    over = _train_step(above)['total_bytes'] / 2**30 - above['hbm_capacity_gib_per_core']
     if above['global_batch'] not in {b for b, _ in _probe_list(row)}:
       row['largest_batch_probes'].append({'global_batch': above['global_batch'],
                                           'gib_over_capacity': over})
@@ -218,6 +217,11 @@ def save(result, path) -> None:
     os.replace(tmp, path)
 
 
+def _train_step(row) -> dict:
+  """The compiled train step's program report in a row that fits."""
+  return next(p for p in row['programs'] if p['name'] == 'train step')
+
+
 def _probe_count(row) -> int:
   return len(row.get('largest_batch_probes', []))
 
@@ -238,7 +242,7 @@ def table(result) -> str:
       lines.append(f'| {name} | {row["topology"]} | {row["dtype"]} | {row["requested_batch"]} | '
                    f'no | | | | | | {largest} | |')
       continue
-    step = next(p for p in row['programs'] if p['name'] == 'train step')
+    step = _train_step(row)
     bound = 'memory' if row['memory_ms'] > row['compute_ms'] else 'compute'
     lines.append(
         f'| {name} | {row["topology"]} | {row["dtype"]} | {row["global_batch"]} | yes | '
@@ -289,12 +293,11 @@ def largest_table(result, dtype) -> str:
 def largest_not_searched(result) -> str:
   """One line: which compiled cells (config, topology, dtype) have no largest-batch search yet
   in any of their rows, by config and dtype."""
+  cells = {_key(r)[:3] for r in result['rows']}
   searched = {_key(r)[:3] for r in result['rows'] if 'largest_batch' in r}
   groups = {}
-  for r in result['rows']:
-    if _key(r)[:3] not in searched and r['topology'] not in groups.get(
-        (_config_name(r['config']), r['dtype']), []):
-      groups.setdefault((_config_name(r['config']), r['dtype']), []).append(r['topology'])
+  for config, topology, dtype in cells - searched:
+    groups.setdefault((_config_name(config), dtype), []).append(topology)
   if not groups:
     return ''
   return 'Largest batch not searched yet: ' + '; '.join(

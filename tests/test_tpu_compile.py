@@ -436,6 +436,22 @@ def test_close_resumes_a_search_from_its_bracket_and_survives_a_stale_sweep(tmp_
   assert f'| {truth} |' in bench_tpu.largest_table(bench_tpu.load(out), 'bfloat16')
 
 
+def fake_compiler(monkeypatch, used, capacity):
+  """Makes the largest-batch searches ask `used(b)` (bytes per core) instead of compiling;
+  returns the list of batches they ask, in order."""
+  from bench import tpu_compile as bench_tpu  # pylint: disable=g-import-not-at-top
+  compiled = []
+
+  def fake_batch_fits(config, topology_name, cache, say, probes):
+    def fits(b):
+      compiled.append(b)
+      probes.append((b, used(b) - capacity))
+      return used(b) <= capacity, used(b) - capacity, None
+    return fits, tpu_specs.topology(topology_name)
+  monkeypatch.setattr(bench_tpu.tpu_compile, '_batch_fits', fake_batch_fits)
+  return compiled
+
+
 def test_close_goes_on_upward_when_no_probe_was_refused(tmp_path, monkeypatch):
   """A search that ran out of compiles while every probe fitted resumes upward from its fit;
   the fit it starts from (asked again, from the cache in a real sweep) is recorded once."""
@@ -451,15 +467,7 @@ def test_close_goes_on_upward_when_no_probe_was_refused(tmp_path, monkeypatch):
          'largest_batch_probes': [{'global_batch': b, 'gib_over_capacity': (used(b) - capacity)
                                    / gib} for b in (128, 8000)]}
   bench_tpu.save({'rows': [row]}, out)
-  compiled = []
-
-  def fake_batch_fits(config, topology_name, cache, say, probes):
-    def fits(b):
-      compiled.append(b)
-      probes.append((b, used(b) - capacity))
-      return used(b) <= capacity, used(b) - capacity, None
-    return fits, tpu_specs.topology(topology_name)
-  monkeypatch.setattr(bench_tpu.tpu_compile, '_batch_fits', fake_batch_fits)
+  compiled = fake_compiler(monkeypatch, used, capacity)
   bench_tpu.main(['--configs', 'configs/vitgan_cifar10.py', '--topologies', 'v3-8', '--dtypes',
                   'float32', '--out', out, '--close', '6'])
   saved = bench_tpu.load(out)['rows'][0]
@@ -496,15 +504,7 @@ def test_a_row_fitting_above_a_settled_search_reopens_it(tmp_path, monkeypatch):
   assert bench_tpu.settled(bench_tpu.load(out)['rows'][0])
   assert '| ≥ 7872 |' in bench_tpu.largest_table(
       (lambda r: (bench_tpu.adopt_larger_fits(r), r)[1])(bench_tpu.load(out)), 'bfloat16')
-  compiled = []
-
-  def fake_batch_fits(config, topology_name, cache, say, probes):
-    def fits(b):
-      compiled.append(b)
-      probes.append((b, used(b) - capacity))
-      return used(b) <= capacity, used(b) - capacity, None
-    return fits, tpu_specs.topology(topology_name)
-  monkeypatch.setattr(bench_tpu.tpu_compile, '_batch_fits', fake_batch_fits)
+  compiled = fake_compiler(monkeypatch, used, capacity)
   bench_tpu.main(['--configs', 'configs/stylegan2_cifar10.py', '--topologies', 'v5e-8',
                   '--dtypes', 'bfloat16', '--out', out, '--close', '8'])
   truth = max(b for b in range(64, 20_000, 64) if used(b) <= capacity)
