@@ -386,6 +386,25 @@ def test_sweep_keeps_hand_notes_and_tables_the_largest_search(tmp_path):
       'Largest batch not searched yet: ladagan_cifar10 float32 on v3-8.')
 
 
+def fake_compiler(monkeypatch, used, capacity, expect=lambda config, topology_name: None):
+  """Makes the largest-batch searches ask `used(b)` (bytes per core) instead of compiling;
+  returns the list of batches they ask, in order. expect(config, topology_name) checks each
+  search's arguments."""
+  compiled = []
+
+  def fake_batch_fits(config, topology_name, cache, say, probes):
+    expect(config, topology_name)
+
+    def fits(b):
+      compiled.append(b)
+      if probes is not None:
+        probes.append((b, used(b) - capacity))
+      return used(b) <= capacity, used(b) - capacity, None
+    return fits, tpu_specs.topology(topology_name)
+  monkeypatch.setattr(tpu_compile, '_batch_fits', fake_batch_fits)
+  return compiled
+
+
 def test_close_resumes_a_search_from_its_bracket_and_survives_a_stale_sweep(tmp_path,
                                                                             monkeypatch):
   """--close picks up a '≥' search between its largest fit and smallest refusal; a sweep that
@@ -405,17 +424,9 @@ def test_close_resumes_a_search_from_its_bracket_and_survives_a_stale_sweep(tmp_
                                   for b in (128, 14400, 16384)]}
   bench_tpu.save({'rows': [row]}, out)
   stale = bench_tpu.load(out)                             # another sweep, loaded now
-  compiled = []
-
-  def fake_batch_fits(config, topology_name, cache, say, probes):
+  def expect(config, topology_name):
     assert topology_name == 'v3-8' and str(config.training.dtype) == 'bfloat16'
-
-    def fits(b):
-      compiled.append(b)
-      probes.append((b, used(b) - capacity))
-      return used(b) <= capacity, used(b) - capacity, None
-    return fits, tpu_specs.topology('v3-8')
-  monkeypatch.setattr(bench_tpu.tpu_compile, '_batch_fits', fake_batch_fits)
+  compiled = fake_compiler(monkeypatch, used, capacity, expect)
   args = ['--configs', 'configs/vitgan_cifar10.py', '--topologies', 'v3-8', '--dtypes',
           'bfloat16', '--out', out, '--close', '6']
   bench_tpu.main(args)
@@ -434,22 +445,6 @@ def test_close_resumes_a_search_from_its_bracket_and_survives_a_stale_sweep(tmp_
   assert (saved['largest_batch'], saved['largest_batch_exact']) == (truth, True)
   assert saved['wall_seconds'] == 1.0
   assert f'| {truth} |' in bench_tpu.largest_table(bench_tpu.load(out), 'bfloat16')
-
-
-def fake_compiler(monkeypatch, used, capacity):
-  """Makes the largest-batch searches ask `used(b)` (bytes per core) instead of compiling;
-  returns the list of batches they ask, in order."""
-  from bench import tpu_compile as bench_tpu  # pylint: disable=g-import-not-at-top
-  compiled = []
-
-  def fake_batch_fits(config, topology_name, cache, say, probes):
-    def fits(b):
-      compiled.append(b)
-      probes.append((b, used(b) - capacity))
-      return used(b) <= capacity, used(b) - capacity, None
-    return fits, tpu_specs.topology(topology_name)
-  monkeypatch.setattr(bench_tpu.tpu_compile, '_batch_fits', fake_batch_fits)
-  return compiled
 
 
 def test_close_goes_on_upward_when_no_probe_was_refused(tmp_path, monkeypatch):
@@ -521,14 +516,7 @@ def test_close_bracket_spends_one_budget_on_the_bracket_and_the_check_above(monk
   """max_compiles bounds the whole resumed search: closing the bracket and checking above."""
   gib, capacity = 2**30, 16 * 2**30
   used = lambda b: 2 * gib + 0.9 * gib * b / 1000        # the bracket closes in 2 compiles
-  compiled = []
-
-  def fake_batch_fits(config, topology_name, cache, say, probes):
-    def fits(b):
-      compiled.append(b)
-      return used(b) <= capacity, used(b) - capacity, None
-    return fits, tpu_specs.topology(topology_name)
-  monkeypatch.setattr(tpu_compile, '_batch_fits', fake_batch_fits)
+  compiled = fake_compiler(monkeypatch, used, capacity)
   found, exact = tpu_compile.close_bracket(
       None, 'v3-8', 14400, used(14400) - capacity, 16384, used(16384) - capacity,
       per_core_step=8, max_compiles=budget)
