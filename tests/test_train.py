@@ -12,6 +12,7 @@ import pytest
 
 from tests.helpers import REPO_ROOT
 from tests.helpers import tiny_step_config as tiny_config
+from vitgan_jax import augment as augment_lib
 from vitgan_jax import sharding, train
 from vitgan_jax.gan import GAN
 
@@ -91,6 +92,35 @@ def test_metrics_have_every_logged_quantity():
     assert np.isfinite(float(metrics[key])), key
   assert int(state.step) == 1 and int(state.bad_step) == -1
   assert float(metrics['d_lr']) == pytest.approx(0.002)
+
+
+def test_bcr_view_in_the_same_d_call_gives_the_losses_of_separate_calls():
+  """D scores the augmented batch and bCR's view T(x) in one call (one pass over its weights);
+  the D-step terms equal those of D called on each view separately, with the same draws."""
+  config = tiny_config()
+  config.augment.policy = 'translation,color,cutout'
+  config.loss.bcr_real, config.loss.bcr_fake = 10.0, 5.0
+  gan, state, step = build(config)
+  real = jax.random.uniform(jax.random.PRNGKey(3), (8, 32, 32, 3), minval=-1.0)
+  _, metrics = step(state, {'image': real})
+  # train_step's draws for its one critic step, then D called once per view, plainly.
+  _, step_rng = jax.random.split(state.rng)
+  k_z, k_d = jax.random.split(jax.random.fold_in(step_rng, 0))
+  fake = gan.generator.apply({'params': state.g_params, **state.g_state}, gan.latents(k_z, 8),
+                             train=True)
+  k_aug, k_bcr = jax.random.split(k_d)
+  clean = jnp.concatenate([real, fake])
+  inputs = augment_lib.augment(clean, k_aug, config.augment.policy, config.augment.p)
+  logits, d_state = gan.discriminator.apply({'params': state.d_params, **state.d_state}, inputs,
+                                            train=True, mutable=list(state.d_state))
+  view = augment_lib.augment(clean, k_bcr, config.augment.policy, config.augment.p)
+  t_logits = gan.discriminator.apply({'params': state.d_params, **d_state}, view)
+  expected = {'d_real': jnp.mean(logits[:8]), 'd_fake': jnp.mean(logits[8:]),
+              'bcr_real': jnp.mean(jnp.square(logits[:8] - t_logits[:8])),
+              'bcr_fake': jnp.mean(jnp.square(logits[8:] - t_logits[8:]))}
+  assert float(expected['bcr_real']) > 1e-6 and float(expected['bcr_fake']) > 1e-6
+  for key, value in expected.items():
+    assert float(metrics[key]) == pytest.approx(float(value), rel=1e-4, abs=1e-6), key
 
 
 def test_ada_update_is_karras_et_al_controller():

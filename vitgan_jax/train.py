@@ -94,16 +94,19 @@ def make_train_step(config, gan: GAN, mesh=None) -> Callable:
     batch = real.shape[0]
     clean = jnp.concatenate([real, fake])
     inputs = constrain(augment_lib.augment(clean, k_aug, ac.policy, p))
-    logits, new_d_state = discriminator.apply(
-        {'params': d_params, **d_state}, inputs, train=True, mutable=list(d_state))
+    # bCR's view T(x) goes through D in the same call as the augmented batch: one pass over
+    # D's weights (and one spectral norm) instead of two; same math (README: TPU compiler view).
+    views = [inputs, constrain(_bcr_view(clean, inputs, k_bcr, p))] if use_bcr else [inputs]
+    all_logits, new_d_state = discriminator.apply(
+        {'params': d_params, **d_state}, constrain(jnp.concatenate(views)), train=True,
+        mutable=list(d_state))
+    logits, t_logits = all_logits[:2 * batch], all_logits[2 * batch:]
     real_logits, fake_logits = logits[:batch], logits[batch:]
     loss = losses.d_logistic_loss(real_logits, fake_logits)
     aux = {'d_real': jnp.mean(real_logits), 'd_fake': jnp.mean(fake_logits),
            'd_adv_loss': loss}
     variables = {'params': d_params, **new_d_state}
     if use_bcr:
-      transformed = constrain(_bcr_view(clean, inputs, k_bcr, p))
-      t_logits = discriminator.apply(variables, transformed)
       aux['bcr_real'] = losses.bcr_penalty(real_logits, t_logits[:batch])
       aux['bcr_fake'] = losses.bcr_penalty(fake_logits, t_logits[batch:])
       loss += lc.bcr_real * aux['bcr_real'] + lc.bcr_fake * aux['bcr_fake']

@@ -70,8 +70,9 @@ class SpectralNorm(nn.Module):
     if update and self.is_mutable_collection(SPECTRAL) and not self.is_initializing():
       u = jax.lax.stop_gradient(power_iteration(w_mat, u, self.power_iterations)[0])
       u_var.value = u
-    v = jax.lax.stop_gradient(_l2_normalize(w_mat @ u))
-    sigma = v @ w_mat @ u
+    wu = w_mat @ u
+    v = jax.lax.stop_gradient(_l2_normalize(wu))
+    sigma = v @ wu  # v^T W u with v, u held: gradient v u^T; W is read once here, not twice
     scale = 1.0 / sigma
     self.sow(DIAGNOSTICS, 'sigma', jax.lax.stop_gradient(sigma))
     if self.mode == 'isn':
