@@ -11,6 +11,7 @@ analysis, not a measured speed.
                                                     # (in steps of 8 images per core;
                                                     # --largest_compiles N caps its compiles)
   python -m bench.tpu_compile --close 6             # resume searches that ran out of compiles
+  python -m bench.tpu_compile --refresh             # recompile rows made at an older commit
   python -m bench.tpu_compile --table               # the README table from the JSON
   python -m bench.tpu_compile --write_readme        # ... written into README.md
 
@@ -68,7 +69,8 @@ def run_one(config_path, topology, batch, dtype, largest=0,
                                             'training.dtype': dtype})
   start = time.perf_counter()
   row = {'config': config_path, 'topology': topology, 'dtype': dtype, 'requested_batch': batch,
-         'code_commit': _commit()}
+         'code_commit': _commit(),
+         'compiled_at': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}
   try:
     report = tpu_compile.check(config, topology, config_name=config_path,
                                which=('train step',), search=False,
@@ -82,6 +84,16 @@ def run_one(config_path, topology, batch, dtype, largest=0,
     add_largest(row, largest, max_compiles)
   row['wall_seconds'] = time.perf_counter() - start
   return row
+
+
+def refresh(row) -> None:
+  """Recompiles row's train step at this commit in place (--refresh); its largest-batch search
+  stays, under its own commit, and the floor it replaces is kept as previous_floor_ms."""
+  new = run_one(row['config'], row['topology'], row['requested_batch'], row['dtype'])
+  new.update(previous_code_commit=row.get('code_commit'), previous_floor_ms=row.get('floor_ms'))
+  new.update({k: v for k, v in row.items() if k.startswith('largest_batch')})
+  row.clear()
+  row.update(new)
 
 
 def add_largest(row, per_core_step, max_compiles=tpu_compile.MAX_SEARCH_COMPILES) -> None:
@@ -186,9 +198,9 @@ def save(result, path) -> None:
 
   Two sweeps may share one JSON (e.g. one per core): under a lock, rows only on disk are added
   to `result` and fields only on disk are added to this sweep's rows (this sweep's fields win,
-  except a largest-batch search with more probes on disk: one resumed by --close), so neither
-  overwrites the other's rows or largest-batch searches. Top-level notes (not in
-  SWEEP_FIELDS) are the file's.
+  except a largest-batch search with more probes on disk: one resumed by --close, and a row
+  compiled later on disk: one recompiled by --refresh), so neither overwrites the other's rows,
+  recompiles or largest-batch searches. Top-level notes (not in SWEEP_FIELDS) are the file's.
   """
   os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
   with open(path + '.lock', 'w') as lock:
@@ -199,11 +211,19 @@ def save(result, path) -> None:
     for row in on_disk['rows']:
       if _key(row) in ours:
         mine = ours[_key(row)]
+        on_disk_later = row.get('compiled_at', '') > mine.get('compiled_at', '')
+        mine_later = mine.get('compiled_at', '') > row.get('compiled_at', '')
+        if on_disk_later:   # recompiled since we loaded: its compile wins, the search stays
+          searched = {k: v for k, v in mine.items() if k.startswith('largest_batch')}
+          mine.clear()
+          mine.update({k: v for k, v in row.items() if not k.startswith('largest_batch')},
+                      **searched)
         # a search resumed since we loaded: its answer wins
         if _probe_count(row) > _probe_count(mine):
           mine.update({k: v for k, v in row.items() if k.startswith('largest_batch')})
-        for field, value in row.items():
-          mine.setdefault(field, value)
+        for field, value in row.items():   # not the stale compile's fields under a newer one
+          if not mine_later or field.startswith('largest_batch'):
+            mine.setdefault(field, value)
       else:
         result['rows'].append(row)
     if 'grid' in result or 'grid' in on_disk:
@@ -231,16 +251,17 @@ def table(result) -> str:
   lines = [
       '| config | TPU | dtype | global batch | fits | per-core HBM GiB (of) | GFLOP / core / step | '
       'GB accessed / core / step | floor ms (bound) | img/s at 100% / 30% of peak | '
-      'largest batch that fits | compile s |',
-      '|---|---|---|--:|---|--:|--:|--:|--:|--:|--:|--:|']
+      'largest batch that fits | compile s | commit |',
+      '|---|---|---|--:|---|--:|--:|--:|--:|--:|--:|--:|---|']
   for row in sorted(result['rows'], key=lambda r: (r['config'], TOPOLOGIES.index(r['topology'])
                                                   if r['topology'] in TOPOLOGIES else 99,
                                                   r['dtype'], r['requested_batch'])):
     name = _config_name(row['config'])
     largest = _largest_cell(row)
+    commit = row.get('code_commit', '–')
     if not row.get('fits'):
       lines.append(f'| {name} | {row["topology"]} | {row["dtype"]} | {row["requested_batch"]} | '
-                   f'no | | | | | | {largest} | |')
+                   f'no | | | | | | {largest} | | {commit} |')
       continue
     step = _train_step(row)
     bound = 'memory' if row['memory_ms'] > row['compute_ms'] else 'compute'
@@ -249,7 +270,8 @@ def table(result) -> str:
         f'{step["total_bytes"] / 2**30:.2f} ({row["hbm_capacity_gib_per_core"]:.0f}) | '
         f'{step["flops"] / 1e9:.1f} | {step["bytes_accessed"] / 1e9:.2f} | '
         f'{row["floor_ms"]:.2f} ({bound}) | {row["images_per_s_at_peak"]:,.0f} / '
-        f'{row["images_per_s_at_30pct"]:,.0f} | {largest} | {step["compile_seconds"]:.0f} |')
+        f'{row["images_per_s_at_30pct"]:,.0f} | {largest} | {step["compile_seconds"]:.0f} | '
+        f'{commit} |')
   not_run = result.get('not_run') or []
   if not_run:
     groups = {}
@@ -358,6 +380,9 @@ def main(argv=None):
                       help='resume largest-batch searches that are not settled (the "≥" '
                       'cells: out of compiles, or not checked above) for up to COMPILES more '
                       'compiles each')
+  parser.add_argument('--refresh', action='store_true',
+                      help='recompile rows whose train step was compiled at another commit '
+                      '(their largest-batch searches stay, naming their own commit)')
   parser.add_argument('--out', default=DEFAULT_OUT)
   parser.add_argument('--table', action='store_true', help='print the table from --out')
   parser.add_argument('--write_readme', action='store_true')
@@ -382,6 +407,12 @@ def main(argv=None):
   for config_path, topology, dtype, batch in grid:
     row = done.get((config_path, topology, dtype, batch))
     if row is not None:
+      if args.refresh and row.get('code_commit') != _commit():
+        print(f'== {config_path} {topology} {dtype} batch {batch}: recompiling (was '
+              f'{row.get("code_commit", "an earlier commit")})', flush=True)
+        refresh(row)
+        print(f'floor {row.get("previous_floor_ms")} -> {row.get("floor_ms")} ms', flush=True)
+        save(result, args.out)
       if args.largest and 'largest_batch' not in row:
         print(f'== {config_path} {topology} {dtype}: largest batch', flush=True)
         add_largest(row, args.largest, args.largest_compiles)

@@ -331,6 +331,53 @@ def test_two_sweeps_share_one_json(tmp_path):
       ('a', 'v3-8', 'bfloat16', 128), ('c', 'v3-8', 'bfloat16', 128)]
 
 
+def test_refresh_recompiles_rows_of_another_commit_and_keeps_their_searches(tmp_path,
+                                                                           monkeypatch):
+  """--refresh recompiles only rows made at another commit, keeps their largest-batch search
+  and the floor they replace; a sweep that loaded the stale rows does not put them back."""
+  from bench import tpu_compile as bench_tpu  # pylint: disable=g-import-not-at-top
+  out = str(tmp_path / 'sweep.json')
+  monkeypatch.setattr(bench_tpu, '_commit', lambda: 'new')
+  searched = {'largest_batch': 4096, 'largest_batch_exact': True,
+              'largest_batch_per_core_step': 8, 'largest_batch_code_commit': 'old',
+              'largest_batch_probes': [{'global_batch': 4096, 'gib_over_capacity': -0.5}]}
+
+  def row(topology, commit, **fields):
+    return {'config': 'configs/vitgan_cifar10.py', 'topology': topology, 'dtype': 'bfloat16',
+            'requested_batch': 128, 'code_commit': commit, **fields}
+  bench_tpu.save({'rows': [row('v3-8', 'old', fits=False, error='old', memory_ms=9.0,
+                               **searched),
+                           row('v2-32', 'new', fits=False, error='current')]}, out)
+  stale = bench_tpu.load(out)                             # another sweep, loaded now
+  compiled = []
+
+  def fake_run_one(config_path, topology, batch, dtype):
+    compiled.append(topology)
+    return {'config': config_path, 'topology': topology, 'dtype': dtype,
+            'requested_batch': batch, 'code_commit': 'new', 'compiled_at': '2026-12-05T23:00',
+            'fits': False, 'error': 'refreshed'}
+  monkeypatch.setattr(bench_tpu, 'run_one', fake_run_one)
+  args = ['--configs', 'configs/vitgan_cifar10.py', '--topologies', 'v3-8,v2-32', '--dtypes',
+          'bfloat16', '--out', out]
+  bench_tpu.main(args)                                    # without --refresh: nothing compiles
+  assert compiled == []
+  bench_tpu.main(args + ['--refresh'])
+  assert compiled == ['v3-8']                             # v2-32 is at this commit already
+  stale['rows'][1]['wall_seconds'] = 1.0                  # the stale sweep saves after it
+  bench_tpu.save(stale, out)
+  for rows in (bench_tpu.load(out)['rows'], stale['rows']):
+    saved = {r['topology']: r for r in rows}
+    assert saved['v3-8']['error'] == 'refreshed'
+    assert 'memory_ms' not in saved['v3-8']              # the stale compile's field is gone
+    assert (saved['v3-8']['previous_code_commit'], saved['v3-8']['previous_floor_ms']) == (
+        'old', None)
+    assert {k: v for k, v in saved['v3-8'].items() if k.startswith('largest_batch')} == searched
+    assert saved['v2-32']['error'] == 'current' and saved['v2-32']['wall_seconds'] == 1.0
+  bench_tpu.main(args + ['--refresh'])                    # all at this commit now
+  assert compiled == ['v3-8']
+  assert '| ≥ 4096 | | new |' in bench_tpu.table(bench_tpu.load(out))
+
+
 def test_out_of_memory_message_forms_and_a_search_past_one_without_numbers():
   """libtpu's 'Exceeded hbm capacity by X. Total hbm usage >= Y' form parses (v2-32 said it for
   StyleGAN2 at batch 20480); a refusal with no numbers at all makes the search bisect."""
