@@ -91,7 +91,7 @@ def refresh(row) -> None:
   stays, under its own commit, and the floor it replaces is kept as previous_floor_ms."""
   new = run_one(row['config'], row['topology'], row['requested_batch'], row['dtype'])
   new.update(previous_code_commit=row.get('code_commit'), previous_floor_ms=row.get('floor_ms'))
-  new.update({k: v for k, v in row.items() if k.startswith('largest_batch')})
+  new.update(_search_fields(row))
   row.clear()
   row.update(new)
 
@@ -214,13 +214,13 @@ def save(result, path) -> None:
         on_disk_later = row.get('compiled_at', '') > mine.get('compiled_at', '')
         mine_later = mine.get('compiled_at', '') > row.get('compiled_at', '')
         if on_disk_later:   # recompiled since we loaded: its compile wins, the search stays
-          searched = {k: v for k, v in mine.items() if k.startswith('largest_batch')}
+          searched = _search_fields(mine)
           mine.clear()
           mine.update({k: v for k, v in row.items() if not k.startswith('largest_batch')},
                       **searched)
         # a search resumed since we loaded: its answer wins
         if _probe_count(row) > _probe_count(mine):
-          mine.update({k: v for k, v in row.items() if k.startswith('largest_batch')})
+          mine.update(_search_fields(row))
         for field, value in row.items():   # not the stale compile's fields under a newer one
           if not mine_later or field.startswith('largest_batch'):
             mine.setdefault(field, value)
@@ -240,6 +240,11 @@ def save(result, path) -> None:
 def _train_step(row) -> dict:
   """The compiled train step's program report in a row that fits."""
   return next(p for p in row['programs'] if p['name'] == 'train step')
+
+
+def _search_fields(row) -> dict:
+  """row's largest-batch search: fields that name their own commit and outlive a recompile."""
+  return {k: v for k, v in row.items() if k.startswith('largest_batch')}
 
 
 def _probe_count(row) -> int:
